@@ -1,0 +1,133 @@
+"""The engine's library API: the same pipeline the CLI runs, for paths or in-memory arrays.
+
+Used by ``python -m engine``, the QGIS plugin, the benchmarks and the tests::
+
+    from engine.api import extract, ExtractOptions, OutputPaths
+    result = extract("scene.tif", outputs=OutputPaths(vector="fields.gpkg"),
+                     options=ExtractOptions(min_area_m2=500), progress=print_fraction, is_cancelled=stop_flag)
+    print(result.cropland_area_m2, result.cropland_ratio)
+
+Callbacks:
+    progress(fraction: float in 0..1, message: str) -> None, called at least once per batch of tiles.
+    is_cancelled() -> bool, polled once per batch; when it returns True the run stops, deletes its temporary
+    files and raises :class:`engine.errors.Cancelled` (nothing is written).
+    log(message: str) -> None, for the lines the plugin shows in its log (device, models, stage times).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Cancelled, CroplandError, InputError, ModelError, OutputError
+from .options import ExtractOptions, OutputPaths
+from .result import ExtractionResult, FieldRecord
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+LogFn = Callable[[str], None]
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+DEFAULT_MODEL = RESOURCES / "models" / "ensemble.json"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Cancelled",
+    "CroplandError",
+    "ExtractOptions",
+    "ExtractionResult",
+    "FieldRecord",
+    "InputError",
+    "ModelError",
+    "OutputError",
+    "OutputPaths",
+    "extract",
+    "extract_array",
+    "load_model",
+]
+
+
+def load_model(model: str | Path | None = None, options: ExtractOptions | None = None, log: LogFn | None = None):
+    """Load a model for inference.
+
+    Args:
+        model: an ``.onnx`` file, a PyTorch checkpoint (``.pt``/``.ckpt`` written by training), or an
+            ``ensemble.json``; ``None`` = the shipped default ensemble (:data:`DEFAULT_MODEL`).
+        options: device/backend/fp16/threads/fusion are taken from it.
+        log: receives one line naming the device and the members.
+
+    Returns:
+        An :class:`engine.ensemble.Ensemble` (a single model is an ensemble of one).
+
+    Raises:
+        ModelError: missing/corrupt file, metadata missing or inconsistent, members disagreeing on bands.
+        DependencyError: onnxruntime or torch missing for that backend.
+    """
+    from .ensemble import load_ensemble
+
+    return load_ensemble(model if model is not None else DEFAULT_MODEL, options or ExtractOptions(), log=log)
+
+
+def extract(
+    input_path: str | Path,
+    model=None,
+    outputs: OutputPaths | None = None,
+    options: ExtractOptions | None = None,
+    progress: ProgressFn | None = None,
+    is_cancelled: CancelFn | None = None,
+    log: LogFn | None = None,
+    keep_fields: bool = True,
+) -> ExtractionResult:
+    """Extract cropland from one raster file and write the requested outputs.
+
+    Args:
+        input_path: any raster GDAL opens (GeoTIFF, COG, VRT, JPEG2000...).
+        model: path (see :func:`load_model`), an already loaded ensemble, or ``None`` for the default.
+        outputs: files to write; all are checked before any work and written atomically at the end.
+        options: run settings; ``None`` = defaults.
+        progress, is_cancelled, log: see the module docstring.
+        keep_fields: keep every :class:`FieldRecord` (with geometry) in the result.
+
+    Returns:
+        :class:`ExtractionResult` with areas in m², the ratio and the field count.
+
+    Raises:
+        InputError, ModelError, OutputError, Cancelled (all :class:`CroplandError`).
+    """
+    from .pipeline import run_file
+
+    return run_file(Path(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),
+                    progress=progress, is_cancelled=is_cancelled, log=log, keep_fields=keep_fields)
+
+
+def extract_array(
+    array: np.ndarray,
+    model=None,
+    transform=None,
+    crs=None,
+    nodata: float | None = None,
+    valid_mask: np.ndarray | None = None,
+    outputs: OutputPaths | None = None,
+    options: ExtractOptions | None = None,
+    progress: ProgressFn | None = None,
+    is_cancelled: CancelFn | None = None,
+    log: LogFn | None = None,
+) -> tuple[ExtractionResult, np.ndarray, np.ndarray]:
+    """Run the same pipeline on an in-memory image.
+
+    Args:
+        array: (bands, H, W) raw pixel values (any numeric dtype), bands in raster order (``options.bands``
+            selects from them, 1-based, as for files).
+        transform: affine.Affine of the array (``None`` = unit pixels, then ``options.pixel_size_m`` gives areas).
+        crs: anything rasterio.crs.CRS accepts, or ``None``.
+        nodata: value marking nodata in every band; valid_mask: (H, W) bool, True = valid. Both optional.
+
+    Returns:
+        (result, probability float32 (H, W) in 0..1 with NaN at nodata, mask uint8 (H, W) 1/0/255).
+    """
+    from .pipeline import run_array
+
+    return run_array(array, model, transform, crs, nodata, valid_mask, outputs or OutputPaths(),
+                     options or ExtractOptions(), progress=progress, is_cancelled=is_cancelled, log=log)

@@ -1,0 +1,167 @@
+"""Model metadata: what a model expects and how it was trained.
+
+Training writes it into the ONNX file (``metadata_props``) and the engine reads it back, so one ``.onnx`` file is
+self-describing. The whole record is stored as JSON under the key :data:`METADATA_KEY`; a few flat keys that the
+Deepness QGIS plugin understands (``model_type``, ``class_names``, ``resolution``, ``tile_size``,
+``tiles_overlap``, ``standardization_mean``, ``standardization_std``) are written next to it, so our models also
+run there.
+
+Normalisation applied by the engine to a raw pixel value ``v`` of input band ``b`` (0-based in ``input_bands``)::
+
+    x = (v / input_scale - mean[b]) / std[b]
+
+The model returns per-class scores of shape (N, C, H, W); ``output`` says whether they are ``"probabilities"``
+(softmax already applied) or ``"logits"``. Class ``cropland_class`` is cropland.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ModelError
+
+METADATA_KEY = "cropland_extractor"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ModelMetadata:
+    """Everything the engine needs to run one model, and what a user needs to trust it.
+
+    Attributes:
+        name: short model name, e.g. ``"unet_mobilenet_v2"``.
+        architecture: registry name used by ``python -m training`` (e.g. ``"smp:Unet:mobilenet_v2"``).
+        classes: class names in output-channel order, e.g. ``["other", "cropland"]``.
+        cropland_class: index in ``classes`` of the cropland class.
+        output: ``"probabilities"`` or ``"logits"`` (softmax over channels is then applied by the engine).
+        input_bands: 1-based band numbers of the training rasters fed to the model, in model-channel order.
+        band_names: names of those bands (``["red", "green", "blue"]``), for messages and defaults.
+        input_scale: raw values are divided by this first (255 for 8-bit data, also for uint16 holding 0-255).
+        mean, std: per-channel standardisation after scaling (one value per input band).
+        tile_size: square tile edge in pixels the model was trained/validated at.
+        overlap: default overlap between neighbouring tiles in pixels.
+        resolution_m: ground sampling distance (m/px) of the training data.
+        threshold: default probability threshold for cropland.
+        training_data: free text or list describing the training rasters.
+        metrics: validation metrics, e.g. ``{"iou": 0.83, "f1": 0.9}``.
+        extra: anything else (training arguments, versions).
+    """
+
+    name: str
+    architecture: str
+    input_bands: list[int]
+    input_scale: float = 255.0
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    classes: list[str] = field(default_factory=lambda: ["other", "cropland"])
+    cropland_class: int = 1
+    output: str = "probabilities"
+    band_names: list[str] = field(default_factory=list)
+    tile_size: int = 512
+    overlap: int = 64
+    resolution_m: float | None = None
+    threshold: float = 0.5
+    training_data: Any = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def n_bands(self) -> int:
+        """Number of input channels the model takes."""
+        return len(self.input_bands)
+
+    def validate(self, source: str = "model metadata") -> None:
+        """Raise :class:`ModelError` naming ``source`` when a field is inconsistent."""
+        n = len(self.input_bands)
+        if n == 0:
+            raise ModelError(f"{source}: 'input_bands' is empty; the model must name the bands it reads.")
+        if any(int(b) < 1 for b in self.input_bands):
+            raise ModelError(f"{source}: 'input_bands' must be 1-based band numbers, got {self.input_bands}.")
+        if len(self.mean) != n or len(self.std) != n:
+            raise ModelError(
+                f"{source}: 'mean' and 'std' need one value per input band ({n}), "
+                f"got {len(self.mean)} and {len(self.std)}."
+            )
+        if any(float(s) <= 0 for s in self.std) or float(self.input_scale) <= 0:
+            raise ModelError(f"{source}: 'std' values and 'input_scale' must be positive.")
+        if not 0 <= self.cropland_class < len(self.classes):
+            raise ModelError(
+                f"{source}: 'cropland_class' {self.cropland_class} is not an index of classes {self.classes}."
+            )
+        if self.output not in ("probabilities", "logits"):
+            raise ModelError(f"{source}: 'output' must be 'probabilities' or 'logits', got {self.output!r}.")
+        if self.tile_size < 16 or not 0 <= self.overlap < self.tile_size // 2 + 1:
+            raise ModelError(
+                f"{source}: tile_size {self.tile_size} / overlap {self.overlap} are not usable "
+                "(need tile_size >= 16 and 0 <= overlap <= tile_size / 2)."
+            )
+        if not 0.0 < self.threshold < 1.0:
+            raise ModelError(f"{source}: 'threshold' must lie in (0, 1), got {self.threshold}.")
+
+    def to_json(self) -> str:
+        """Serialise to the JSON string stored under :data:`METADATA_KEY`."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model metadata") -> ModelMetadata:
+        """Build from a dict (parsed JSON); unknown keys go to ``extra``; raises :class:`ModelError`."""
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        unknown = {k: v for k, v in data.items() if k not in known}
+        missing = [k for k in ("name", "architecture", "input_bands") if k not in kwargs]
+        if missing:
+            raise ModelError(f"{source}: metadata lacks required field(s) {', '.join(missing)}.")
+        if int(kwargs.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
+            raise ModelError(
+                f"{source}: metadata schema {kwargs['schema_version']} is newer than this engine "
+                f"understands ({SCHEMA_VERSION}); update Cropland Extractor."
+            )
+        kwargs.setdefault("extra", {}).update(unknown)
+        try:
+            meta = cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed metadata ({exc}).") from exc
+        meta.input_bands = [int(b) for b in meta.input_bands]
+        meta.validate(source)
+        return meta
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model metadata") -> ModelMetadata:
+        """Parse the JSON string stored under :data:`METADATA_KEY`; raises :class:`ModelError`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: metadata is not valid JSON ({exc}).") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: metadata must be a JSON object.")
+        return cls.from_dict(data, source)
+
+    def to_onnx_props(self) -> dict[str, str]:
+        """Key/value strings for ONNX ``metadata_props``: our JSON plus Deepness-compatible flat keys."""
+        return {
+            METADATA_KEY: self.to_json(),
+            "model_type": "Segmentor",
+            "class_names": json.dumps(dict(enumerate(self.classes))),
+            "resolution": json.dumps(self.resolution_m * 100 if self.resolution_m else None),  # Deepness: cm/px
+            "tile_size": str(self.tile_size),
+            "tiles_overlap": str(round(100 * self.overlap / self.tile_size)),  # Deepness: percent
+            "standardization_mean": json.dumps(self.mean),
+            "standardization_std": json.dumps(self.std),
+            "seg_thresh": str(self.threshold),
+        }
+
+    @classmethod
+    def from_onnx_props(cls, props: dict[str, str], source: str) -> ModelMetadata:
+        """Read back what :meth:`to_onnx_props` wrote; raises :class:`ModelError` naming ``source``."""
+        if METADATA_KEY not in props:
+            raise ModelError(
+                f"{source}: this ONNX file carries no '{METADATA_KEY}' metadata, so its bands and "
+                "normalisation are unknown. Export it with `python -m training export`."
+            )
+        return cls.from_json(props[METADATA_KEY], source)

@@ -1,0 +1,105 @@
+"""The result of one extraction: statistics, fields and what ran, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FieldRecord:
+    """One extracted field.
+
+    Attributes:
+        id: 1-based field number, stable within one run.
+        geometry: shapely Polygon in the raster's CRS (pixel coordinates when the raster has no CRS).
+        area_m2, perimeter_m: in square metres / metres (geodesic for geographic CRSs).
+        mean_probability: mean fused cropland probability of the field's pixels, 0..1.
+    """
+
+    id: int
+    geometry: Any
+    area_m2: float
+    perimeter_m: float
+    mean_probability: float
+
+    @property
+    def area_ha(self) -> float:
+        """Area in hectares."""
+        return self.area_m2 / 10_000.0
+
+
+@dataclass
+class ExtractionResult:
+    """Statistics and provenance of one input processed.
+
+    Attributes:
+        input: path of the raster (or ``"<array>"``).
+        crs: the raster CRS as ``"EPSG:nnnn"`` or WKT; ``None`` for rasters without one.
+        pixel_size_m: pixel size in metres (mean over the raster for geographic CRSs).
+        area_method: ``"projected"``, ``"geodesic"`` or ``"pixel_size"`` (user-stated size, no CRS).
+        valid_area_m2: area of pixels that are not nodata.
+        cropland_area_m2: area of cropland pixels of the final mask.
+        cropland_ratio: cropland pixels / valid pixels of the final mask (0..1).
+        field_count: number of field polygons.
+        fields: the fields themselves (may be empty when not kept in memory).
+        models: names of the models that ran; device: what they ran on, e.g. ``"cpu (onnxruntime)"``.
+        seconds: wall time of the run; stage_seconds: wall time per stage.
+        outputs: kind -> path of files written.
+    """
+
+    input: str
+    crs: str | None
+    pixel_size_m: float | None
+    area_method: str
+    valid_area_m2: float
+    cropland_area_m2: float
+    cropland_ratio: float
+    field_count: int
+    valid_pixels: int = 0
+    cropland_pixels: int = 0
+    fields: list[FieldRecord] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    device: str = ""
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def valid_area_ha(self) -> float:
+        """Valid area in hectares."""
+        return self.valid_area_m2 / 10_000.0
+
+    @property
+    def cropland_area_ha(self) -> float:
+        """Cropland area in hectares."""
+        return self.cropland_area_m2 / 10_000.0
+
+    def to_report(self) -> dict[str, Any]:
+        """One JSON-ready report row (no geometries)."""
+        return {
+            "input": self.input,
+            "crs": self.crs,
+            "pixel_size_m": self.pixel_size_m,
+            "area_method": self.area_method,
+            "valid_pixels": self.valid_pixels,
+            "cropland_pixels": self.cropland_pixels,
+            "valid_area_m2": round(self.valid_area_m2, 3),
+            "valid_area_ha": round(self.valid_area_ha, 5),
+            "cropland_area_m2": round(self.cropland_area_m2, 3),
+            "cropland_area_ha": round(self.cropland_area_ha, 5),
+            "cropland_ratio": round(self.cropland_ratio, 6),
+            "field_count": self.field_count,
+            "models": self.models,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "outputs": self.outputs,
+        }
+
+    def summary(self) -> str:
+        """The one-line summary the CLI prints."""
+        return (
+            f"{self.input}: cropland {self.cropland_area_ha:,.2f} ha of {self.valid_area_ha:,.2f} ha valid "
+            f"(ratio {self.cropland_ratio:.4f}), {self.field_count} fields, {self.seconds:.1f} s on {self.device}"
+        )
