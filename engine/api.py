@@ -79,6 +79,7 @@ def extract(
     is_cancelled: CancelFn | None = None,
     log: LogFn | None = None,
     keep_fields: bool = True,
+    show_bar: bool = False,
 ) -> ExtractionResult:
     """Extract cropland from one raster file and write the requested outputs.
 
@@ -89,6 +90,7 @@ def extract(
         options: run settings; ``None`` = defaults.
         progress, is_cancelled, log: see the module docstring.
         keep_fields: keep every :class:`FieldRecord` (with geometry) in the result.
+        show_bar: show a tqdm progress bar over tiles on stderr (the CLI does).
 
     Returns:
         :class:`ExtractionResult` with areas in m², the ratio and the field count.
@@ -99,7 +101,8 @@ def extract(
     from .pipeline import run_file
 
     return run_file(Path(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),
-                    progress=progress, is_cancelled=is_cancelled, log=log, keep_fields=keep_fields)
+                    progress=progress, is_cancelled=is_cancelled, log=log, keep_fields=keep_fields,
+                    show_bar=show_bar)
 
 
 def extract_array(

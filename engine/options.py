@@ -14,6 +14,7 @@ from .errors import InputError
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "onnx", "torch")
 FUSIONS = ("mean", "vote")
+STRETCHES = ("auto", "none", "percentile")
 
 
 @dataclass
@@ -34,8 +35,11 @@ class ExtractOptions:
         min_area_m2: fields smaller than this (m²) are dropped.
         max_hole_m2: holes smaller than this (m²) inside a field are filled.
         simplify_m: polygon simplification tolerance in metres (0 = exact pixel outlines).
-        opening_px: radius (px) of the morphological opening that removes specks and thin spurs; 0 = off.
+        opening_px: radius (px) of the square morphological opening that removes specks, thin spurs and
+            slivers narrower than 2 * radius + 1 px while keeping rectangular field corners; 0 = off.
         pixel_size_m: pixel size in metres, only for rasters without a CRS (e.g. the contest tiles: 2).
+        stretch: ``"auto"`` (percentile-stretch the data onto the model's value range only when its range does
+            not match, e.g. 16-bit reflectance for an 8-bit model), ``"none"`` or ``"percentile"`` (always).
         threads: CPU threads for inference; ``None`` = all cores.
     """
 
@@ -54,6 +58,7 @@ class ExtractOptions:
     simplify_m: float = 0.0
     opening_px: int = 1
     pixel_size_m: float | None = None
+    stretch: str = "auto"
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +91,8 @@ class ExtractOptions:
             raise InputError(f"opening_px must be >= 0, got {self.opening_px}.")
         if self.pixel_size_m is not None and self.pixel_size_m <= 0:
             raise InputError(f"pixel size must be > 0 metres, got {self.pixel_size_m}.")
+        if self.stretch not in STRETCHES:
+            raise InputError(f"stretch must be one of {', '.join(STRETCHES)}, got {self.stretch!r}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}.")
 

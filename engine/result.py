@@ -19,14 +19,14 @@ class FieldRecord:
 
     id: int
     geometry: Any
-    area_m2: float
-    perimeter_m: float
+    area_m2: float | None
+    perimeter_m: float | None
     mean_probability: float
 
     @property
-    def area_ha(self) -> float:
-        """Area in hectares."""
-        return self.area_m2 / 10_000.0
+    def area_ha(self) -> float | None:
+        """Area in hectares (None when areas are unknown)."""
+        return None if self.area_m2 is None else self.area_m2 / 10_000.0
 
 
 @dataclass
@@ -52,8 +52,8 @@ class ExtractionResult:
     crs: str | None
     pixel_size_m: float | None
     area_method: str
-    valid_area_m2: float
-    cropland_area_m2: float
+    valid_area_m2: float | None
+    cropland_area_m2: float | None
     cropland_ratio: float
     field_count: int
     valid_pixels: int = 0
@@ -66,14 +66,14 @@ class ExtractionResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
-    def valid_area_ha(self) -> float:
-        """Valid area in hectares."""
-        return self.valid_area_m2 / 10_000.0
+    def valid_area_ha(self) -> float | None:
+        """Valid area in hectares (None when areas are unknown)."""
+        return _ha(self.valid_area_m2)
 
     @property
-    def cropland_area_ha(self) -> float:
-        """Cropland area in hectares."""
-        return self.cropland_area_m2 / 10_000.0
+    def cropland_area_ha(self) -> float | None:
+        """Cropland area in hectares (None when areas are unknown)."""
+        return _ha(self.cropland_area_m2)
 
     def to_report(self) -> dict[str, Any]:
         """One JSON-ready report row (no geometries)."""
@@ -84,10 +84,10 @@ class ExtractionResult:
             "area_method": self.area_method,
             "valid_pixels": self.valid_pixels,
             "cropland_pixels": self.cropland_pixels,
-            "valid_area_m2": round(self.valid_area_m2, 3),
-            "valid_area_ha": round(self.valid_area_ha, 5),
-            "cropland_area_m2": round(self.cropland_area_m2, 3),
-            "cropland_area_ha": round(self.cropland_area_ha, 5),
+            "valid_area_m2": _round(self.valid_area_m2, 3),
+            "valid_area_ha": _round(self.valid_area_ha, 5),
+            "cropland_area_m2": _round(self.cropland_area_m2, 3),
+            "cropland_area_ha": _round(self.cropland_area_ha, 5),
             "cropland_ratio": round(self.cropland_ratio, 6),
             "field_count": self.field_count,
             "models": self.models,
@@ -99,7 +99,17 @@ class ExtractionResult:
 
     def summary(self) -> str:
         """The one-line summary the CLI prints."""
-        return (
-            f"{self.input}: cropland {self.cropland_area_ha:,.2f} ha of {self.valid_area_ha:,.2f} ha valid "
-            f"(ratio {self.cropland_ratio:.4f}), {self.field_count} fields, {self.seconds:.1f} s on {self.device}"
-        )
+        if self.cropland_area_m2 is None:
+            area = f"cropland area unknown (no CRS; give --pixel-size), {self.cropland_pixels} of {self.valid_pixels} px"
+        else:
+            area = f"cropland {self.cropland_area_ha:,.2f} ha of {self.valid_area_ha:,.2f} ha valid"
+        return (f"{self.input}: {area} (ratio {self.cropland_ratio:.4f}), {self.field_count} fields, "
+                f"{self.seconds:.1f} s on {self.device}")
+
+
+def _ha(m2: float | None) -> float | None:
+    return None if m2 is None else m2 / 10_000.0
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,187 @@
+"""Inference backends: one model file -> a callable from normalised tiles to cropland probabilities.
+
+* ONNX Runtime (default; ``.onnx``): CUDAExecutionProvider when present and usable, else CPU.
+* PyTorch (``.pt``/``.ckpt`` checkpoints written by ``python -m training``), loaded with ``weights_only=True``.
+
+A member is called with float32 (N, C, H, W) normalised tiles and returns float32 (N, H, W) cropland
+probabilities. When CUDA was asked for (``device="cuda"``) and cannot be used, loading fails and says why; with
+``device="auto"`` the run falls back to the CPU and the log says why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DependencyError, ModelError
+from .metadata import ModelMetadata
+
+LogFn = Callable[[str], None]
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def scores_to_probability(scores: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """Model output (N, C, H, W) -> float32 (N, H, W) probability of ``meta.cropland_class``.
+
+    Applies a softmax over channels when ``meta.output == "logits"`` (a sigmoid for one-channel logits).
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim != 4:
+        raise ModelError(f"model {meta.name}: expected an output of shape (N, C, H, W), got {scores.shape}.")
+    if scores.shape[1] == 1:
+        s = scores[:, 0]
+        return (1.0 / (1.0 + np.exp(-s))).astype(np.float32) if meta.output == "logits" else s
+    if meta.output == "logits":
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return (e[:, meta.cropland_class] / e.sum(axis=1)).astype(np.float32)
+    return scores[:, meta.cropland_class]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` says a (GPU) allocation failed, so a smaller batch may succeed."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(k in text for k in ("out of memory", "outofmemory", "failed to allocate", "cudaerrormemoryallocation"))
+
+
+class OnnxMember:
+    """One ONNX model in an ONNX Runtime session.
+
+    Attributes:
+        path, meta (:class:`ModelMetadata`), device ("cpu" or "cuda"), label (e.g. "cpu (onnxruntime, 2 threads)").
+    """
+
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, log: LogFn = _noop):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise DependencyError(
+                "onnxruntime is not installed in this Python; install the runtime requirements "
+                "(pip install -c requirements/constraints.txt -r requirements/runtime.txt)."
+            ) from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"Model file not found: {self.path}")
+        providers, why_not = _onnx_providers(ort, device)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
+            raise ModelError(
+                f"{self.path} is not a usable ONNX model (corrupt, truncated or not ONNX): {exc}"
+            ) from exc
+        used = self.session.get_providers()
+        if providers[0] != "CPUExecutionProvider" and used[0] == "CPUExecutionProvider":
+            why_not = "onnxruntime could not initialise CUDA (driver, CUDA or cuDNN version mismatch?)"
+        if device == "cuda" and why_not:
+            raise DependencyError(f"CUDA was asked for but cannot be used: {why_not}.")
+        if why_not and device == "auto" and _cuda_hardware_present():
+            log(f"CUDA not used for {self.path.name}: {why_not}; running on the CPU.")
+        self.device = "cuda" if used[0] == "CUDAExecutionProvider" else "cpu"
+        self.label = (f"{self.device} (onnxruntime {used[0]}"
+                      + (f", {opts.intra_op_num_threads} threads)" if self.device == "cpu" else ")"))
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = ModelMetadata.from_onnx_props(props, str(self.path))
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        channels = inp.shape[1] if len(inp.shape) == 4 else None
+        if isinstance(channels, int) and channels != self.meta.n_bands:
+            raise ModelError(
+                f"{self.path}: the network takes {channels} channels but its metadata lists "
+                f"{self.meta.n_bands} input bands {self.meta.input_bands}."
+            )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability."""
+        out = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})[0]
+        return scores_to_probability(out, self.meta)
+
+
+def _cuda_hardware_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def _onnx_providers(ort, device: str) -> tuple[list, str]:
+    """Providers to ask ONNX Runtime for, and why CUDA cannot be used ("" when it may)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"], ""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"], (
+            f"this onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {', '.join(available)}); "
+            "install requirements/gpu.txt (onnxruntime-gpu) in place of onnxruntime"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+
+
+class TorchMember:
+    """One PyTorch checkpoint written by ``python -m training``, loaded with ``torch.load(weights_only=True)``.
+
+    Runs in fp16 autocast on CUDA when ``fp16`` is not False.
+    """
+
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, fp16: bool | None = None,
+                 log: LogFn = _noop):
+        try:
+            import torch
+        except ImportError as exc:
+            raise DependencyError(
+                "PyTorch is not installed in this Python; use the ONNX model, or install requirements/train.txt."
+            ) from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"Model file not found: {self.path}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DependencyError("CUDA was asked for but torch.cuda.is_available() is False "
+                                  f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}).")
+        self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        from training.checkpoint import load_for_inference
+
+        try:
+            model, meta = load_for_inference(self.path, map_location=self.device)
+        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
+            raise ModelError(f"{self.path} is not a usable training checkpoint: {exc}") from exc
+        self.meta = meta if isinstance(meta, ModelMetadata) else ModelMetadata.from_dict(meta, str(self.path))
+        self.model = model.eval().to(self.device)
+        self.fp16 = self.device == "cuda" and fp16 is not False
+        gpu = f", {torch.cuda.get_device_name(0)}" if self.device == "cuda" else ""
+        self.label = f"{self.device} (torch {torch.__version__}{gpu}{', fp16' if self.fp16 else ''})"
+        self._torch = torch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability."""
+        torch = self._torch
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        scores = out.float().cpu().numpy()
+        meta = self.meta
+        if meta.output == "probabilities":  # checkpoints return logits; exported ONNX adds the softmax
+            meta = ModelMetadata(**{**meta.__dict__, "output": "logits"})
+        return scores_to_probability(scores, meta)
+
+
+def load_member(path: Path, backend: str = "auto", device: str = "auto", threads: int | None = None,
+                fp16: bool | None = None, log: LogFn = _noop):
+    """Load one model file with the backend its suffix (or ``backend``) names.
+
+    Returns an :class:`OnnxMember` or :class:`TorchMember`. Raises :class:`ModelError` for a missing or unusable
+    file and :class:`DependencyError` when the backend's package is missing or CUDA was required and is unusable.
+    """
+    path = Path(path)
+    use_torch = backend == "torch" or (backend == "auto" and path.suffix.lower() in TORCH_SUFFIXES)
+    if use_torch:
+        return TorchMember(path, device=device, threads=threads, fp16=fp16, log=log)
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        raise ModelError(f"{path} is a PyTorch checkpoint; use backend 'torch' or export it to ONNX.")
+    return OnnxMember(path, device=device, threads=threads, log=log)

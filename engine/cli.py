@@ -1,0 +1,196 @@
+"""``python -m engine``: extract cropland, compute mask statistics, evaluate predictions, describe models.
+
+Errors the user can fix (bad input, bad model, existing output) print one ``error:`` line and exit with status 2;
+a cancelled run (Ctrl-C) exits with 130 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .errors import CroplandError
+
+EPILOG = """examples:
+  python -m engine extract scene.tif --output fields.gpkg --report report.json
+  python -m engine extract Data1.tif Data2.tif --pixel-size 2 --output out/{stem}_fields.gpkg --mask out/{stem}.tif
+  python -m engine stats Data1_reference.tif --pixel-size 2
+  python -m engine evaluate prediction_mask.tif reference.gpkg --pixel-size 2
+  python -m engine info resources/models/ensemble.json
+"""
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be comma-separated numbers like 1,2,3; got {text!r}") from None
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"bands are 1-based numbers like 1,2,3; got {text!r}")
+    return bands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m engine`` (all subcommands)."""
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="extract cropland fields, areas and ratio from rasters",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("inputs", nargs="+", type=Path, help="raster files (GeoTIFF, COG, VRT, JPEG2000, ...)")
+    e.add_argument("--model", type=Path, default=None,
+                   help="an .onnx model, a training checkpoint (.pt) or an ensemble.json (default: shipped ensemble)")
+    out = e.add_argument_group("outputs (with several inputs, '{stem}' in a path is replaced by each input's name; "
+                               "without it, '_<stem>' is added before the extension)")
+    out.add_argument("--output", "-o", type=Path, help="field polygons: .gpkg (default format), .geojson, .shp, .fgb")
+    out.add_argument("--mask", type=Path, help="uint8 GeoTIFF: 1 cropland, 0 other, 255 nodata")
+    out.add_argument("--probability", type=Path, help="float32 GeoTIFF of the fused cropland probability")
+    out.add_argument("--report", type=Path, help="JSON report, one row per input")
+    out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    m = e.add_argument_group("model and inference")
+    m.add_argument("--bands", type=_bands, help="1-based raster bands in model order, e.g. 1,2,3 (default: model's)")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    m.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    m.add_argument("--tile-size", type=int, help="tile size in px (default: model's)")
+    m.add_argument("--overlap", type=int, help="overlap between tiles in px (default: model's)")
+    m.add_argument("--batch-size", type=int, help="tiles per inference call (default: automatic)")
+    m.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                   help="half precision (default: on CUDA when the model allows)")
+    m.add_argument("--fusion", choices=("mean", "vote"), help="ensemble fusion (default: the ensemble's)")
+    m.add_argument("--tta", action="store_true", help="test-time augmentation: 8 flips/rotations per tile")
+    m.add_argument("--stretch", choices=("auto", "none", "percentile"), default="auto",
+                   help="map the data onto the model's value range when it does not match")
+    m.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
+    c = e.add_argument_group("post-processing")
+    c.add_argument("--threshold", type=float, help="cropland probability threshold (default: model's)")
+    c.add_argument("--min-area", type=float, default=0.0, help="drop fields smaller than this, m²")
+    c.add_argument("--max-hole", type=float, default=0.0, help="fill holes smaller than this, m²")
+    c.add_argument("--simplify", type=float, default=0.0, help="simplify outlines by this tolerance, metres")
+    c.add_argument("--opening", type=int, default=1, help="radius (px) of the morphological opening; 0 = off")
+    c.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
+    e.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only the summary lines")
+
+    s = sub.add_parser("stats", help="cropland area and ratio of mask rasters (1 = cropland, 0 = other)")
+    s.add_argument("masks", nargs="+", type=Path)
+    s.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
+    s.add_argument("--polygons", type=Path, help="instead of the mask's values, count these polygons over each raster")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    v = sub.add_parser("evaluate", help="compare a prediction with a reference (mask rasters or polygon layers)")
+    v.add_argument("prediction", type=Path)
+    v.add_argument("reference", type=Path)
+    v.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
+    v.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels")
+    v.add_argument("--iou-threshold", type=float, default=0.5, help="IoU for a predicted field to match a reference")
+    v.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+
+    i = sub.add_parser("info", help="describe a model or ensemble (bands, normalisation, tiling, metrics)")
+    i.add_argument("model", type=Path, nargs="?", default=None)
+    return p
+
+
+def output_for(template: Path | None, input_path: Path, several: bool) -> Path | None:
+    """The output path for one input: '{stem}' replaced, or '_<stem>' added when several inputs share a path."""
+    if template is None:
+        return None
+    text = str(template)
+    if "{stem}" in text:
+        return Path(text.replace("{stem}", input_path.stem))
+    if several:
+        return template.with_name(f"{template.stem}_{input_path.stem}{template.suffix}")
+    return template
+
+
+def _extract(args) -> int:
+    from .api import extract, load_model
+    from .options import ExtractOptions, OutputPaths
+    from .outputs import check_outputs
+    from .report import write_report
+
+    options = ExtractOptions(
+        bands=args.bands, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+        device=args.device, backend=args.backend, fp16=args.fp16, threshold=args.threshold, fusion=args.fusion,
+        tta=args.tta, min_area_m2=args.min_area, max_hole_m2=args.max_hole, simplify_m=args.simplify,
+        opening_px=args.opening, pixel_size_m=args.pixel_size, stretch=args.stretch, threads=args.threads,
+    )
+    several = len(args.inputs) > 1
+    plans = [(inp, OutputPaths(vector=output_for(args.output, inp, several), mask=output_for(args.mask, inp, several),
+                               probability=output_for(args.probability, inp, several), overwrite=args.overwrite))
+             for inp in args.inputs]
+    every = OutputPaths(report=args.report, overwrite=args.overwrite)
+    check_outputs(every, args.inputs)
+    for _, outputs in plans:  # refuse clashes and existing files for every input before the first one runs
+        check_outputs(outputs, args.inputs)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    model = load_model(args.model, options, log=log)
+    results = []
+    for inp, outputs in plans:
+        result = extract(inp, model, outputs, options, log=log, show_bar=not args.quiet)
+        print(result.summary(), flush=True)
+        results.append(result)
+    if args.report:
+        write_report(args.report, results, command="python -m engine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    return 0
+
+
+def _stats(args) -> int:
+    from .stats import mask_file_statistics, polygon_statistics
+
+    rows = []
+    for path in args.masks:
+        st = (polygon_statistics(args.polygons, path, args.pixel_size) if args.polygons
+              else mask_file_statistics(path, args.pixel_size))
+        d = st.to_dict()
+        d["source"] = str(path)
+        rows.append(d)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'raster':<40} {'ratio':>8} {'cropland ha':>13} {'valid ha':>13} {'cropland px':>12} {'valid px':>12}")
+    for d in rows:
+        ha = (lambda v: "unknown" if v is None else f"{v:,.4f}")
+        print(f"{Path(d['source']).name:<40} {d['cropland_ratio']:>8.4f} {ha(d['cropland_area_ha']):>13} "
+              f"{ha(d['valid_area_ha']):>13} {d['cropland_pixels']:>12} {d['valid_pixels']:>12}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate, format_table
+
+    metrics = evaluate(args.prediction, args.reference, pixel_size_m=args.pixel_size, tolerance_px=args.tolerance,
+                       iou_threshold=args.iou_threshold)
+    print(format_table(metrics))
+    if args.json:
+        args.json.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return 0
+
+
+def _info(args) -> int:
+    from .api import load_model
+    from .options import ExtractOptions
+
+    ens = load_model(args.model, ExtractOptions(device="cpu"))
+    doc = {"source": ens.source, "name": ens.name, "fusion": ens.fusion, "threshold": ens.threshold,
+           "tile_size": ens.tile_size, "overlap": ens.overlap,
+           "members": [{"file": str(m.path), "weight": w, **m.meta.__dict__}
+                       for m, w in zip(ens.members, ens.weights, strict=True)]}
+    print(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    handler = {"extract": _extract, "stats": _stats, "evaluate": _evaluate, "info": _info}[args.command]
+    try:
+        return handler(args)
+    except CroplandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled: no output was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,197 @@
+"""Ensembles: several models fused into one cropland score, with optional test-time augmentation.
+
+An ensemble is described by ``ensemble.json``::
+
+    {"name": "default", "description": "...", "fusion": "mean",  "threshold": 0.5,
+     "members": [{"path": "unet.onnx", "weight": 1.0}, ...],   # paths relative to the JSON file
+     "tile_size": 512, "overlap": 64}                             # optional; else the first member's metadata
+
+Fusion ``"mean"`` is the weighted mean of the members' probabilities; ``"vote"`` (the original study's majority
+vote) is the weighted fraction of members whose probability exceeds their own threshold, so a pixel is cropland
+when more than half the (weighted) members say so. A single model file is an ensemble of one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import is_out_of_memory, load_member
+from .errors import ModelError
+from .metadata import ModelMetadata
+from .normalize import Stretch, normalize
+from .options import FUSIONS, ExtractOptions
+
+LogFn = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """View ``k`` (0..7) of the dihedral group on the last two axes: k % 4 quarter turns, then a flip if k >= 4."""
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return np.flip(y, axis=-1) if k >= 4 else y
+
+
+def undihedral(y: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of :func:`dihedral`."""
+    if k >= 4:
+        y = np.flip(y, axis=-1)
+    return np.rot90(y, -(k % 4), axes=(-2, -1))
+
+
+@dataclass
+class Ensemble:
+    """Loaded members with their fusion rule.
+
+    Attributes:
+        members: loaded backend members (callables, each with ``.meta`` and ``.label``).
+        weights: one positive weight per member.
+        fusion: ``"mean"`` or ``"vote"``; threshold: cropland when the fused score exceeds it.
+        tile_size, overlap: default tiling (px); name; source: the file it was loaded from.
+    """
+
+    members: list
+    weights: list[float]
+    fusion: str
+    threshold: float
+    tile_size: int
+    overlap: int
+    name: str
+    source: str
+    batch_size: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def meta(self) -> ModelMetadata:
+        """Metadata of the first member (bands, normalisation, resolution)."""
+        return self.members[0].meta
+
+    @property
+    def device(self) -> str:
+        """What ran the models, e.g. ``"cpu (onnxruntime CPUExecutionProvider, 2 threads)"``."""
+        return "; ".join(sorted({m.label for m in self.members}))
+
+    @property
+    def model_names(self) -> list[str]:
+        """Member names with their file names."""
+        return [f"{m.meta.name} ({Path(m.path).name})" for m in self.members]
+
+    def predict(self, raw: np.ndarray, valid: np.ndarray, stretch: Stretch | None = None,
+                tta: bool = False) -> np.ndarray:
+        """Fused cropland score for a batch of tiles.
+
+        Args:
+            raw: float32 (N, B, T, T) raw pixel values of the ensemble's bands.
+            valid: bool (N, T, T), False where nodata or outside the raster.
+            stretch: optional per-band stretch applied before normalisation.
+            tta: average the 8 dihedral views (flips and 90° rotations) for each member.
+
+        Returns:
+            float32 (N, T, T) fused score in 0..1 (mean probability, or weighted vote fraction).
+        """
+        total = np.zeros(raw.shape[:1] + raw.shape[2:], np.float32)
+        for member, weight in zip(self.members, self.weights, strict=True):
+            x = normalize(raw, valid, member.meta, stretch)
+            prob = self._run_views(member, x, tta)
+            if self.fusion == "vote":
+                prob = (prob > member.meta.threshold).astype(np.float32)
+            total += np.float32(weight) * prob
+        return total / np.float32(sum(self.weights))
+
+    def _run_views(self, member, x: np.ndarray, tta: bool) -> np.ndarray:
+        if not tta:
+            return self._run_batched(member, x)
+        acc = np.zeros(x.shape[:1] + x.shape[2:], np.float32)
+        for k in range(8):
+            acc += undihedral(self._run_batched(member, np.ascontiguousarray(dihedral(x, k))), k)
+        return acc / 8
+
+    def _run_batched(self, member, x: np.ndarray) -> np.ndarray:
+        """Run ``member`` over ``x`` in chunks, halving the chunk after a GPU out-of-memory error."""
+        size = self.batch_size or len(x)
+        out = []
+        i = 0
+        while i < len(x):
+            chunk = x[i:i + size]
+            try:
+                out.append(member(chunk))
+            except Exception as exc:
+                if not is_out_of_memory(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                self.batch_size = size
+                self.info["oom_batch_size"] = size
+                continue
+            i += len(chunk)
+        return np.concatenate(out, axis=0)
+
+
+def _read_ensemble_json(path: Path) -> dict:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"Cannot read ensemble file {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("members"), list) or not spec["members"]:
+        raise ModelError(f"{path}: an ensemble needs a non-empty 'members' list of {{'path': ..., 'weight': ...}}.")
+    return spec
+
+
+def load_ensemble(model: str | Path | Ensemble, options: ExtractOptions, log: LogFn | None = None) -> Ensemble:
+    """Load an ``.onnx`` / checkpoint file or an ``ensemble.json`` (see the module docstring).
+
+    Raises:
+        ModelError: missing/corrupt files, bad JSON, members that disagree on their input bands.
+        DependencyError: the backend's package is missing, or CUDA was required and is unusable.
+    """
+    if isinstance(model, Ensemble):
+        return model
+    log = log or _noop
+    path = Path(model)
+    if not path.exists():
+        raise ModelError(f"Model file not found: {path}")
+    if path.suffix.lower() == ".json":
+        spec = _read_ensemble_json(path)
+        entries = []
+        for i, m in enumerate(spec["members"]):
+            if not isinstance(m, dict) or "path" not in m:
+                raise ModelError(f"{path}: member {i + 1} must be an object with a 'path'.")
+            weight = float(m.get("weight", 1.0))
+            if weight <= 0:
+                raise ModelError(f"{path}: member {i + 1} ({m['path']}) has weight {weight}; weights must be > 0.")
+            entries.append(((path.parent / m["path"]).resolve(), weight))
+    else:
+        spec, entries = {}, [(path.resolve(), 1.0)]
+    members = [load_member(p, options.backend, options.device, options.threads, options.fp16, log)
+               for p, _ in entries]
+    first = members[0].meta
+    for m in members[1:]:
+        if m.meta.n_bands != first.n_bands:
+            raise ModelError(
+                f"{path}: members disagree on their inputs: {members[0].path.name} takes bands "
+                f"{first.input_bands}, {m.path.name} takes {m.meta.input_bands}."
+            )
+    fusion = options.fusion or spec.get("fusion", "mean")
+    if fusion not in FUSIONS:
+        raise ModelError(f"{path}: fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}.")
+    default_threshold = 0.5 if fusion == "vote" else float(spec.get("threshold", first.threshold))
+    ens = Ensemble(
+        members=members,
+        weights=[w for _, w in entries],
+        fusion=fusion,
+        threshold=default_threshold,
+        tile_size=int(spec.get("tile_size", first.tile_size)),
+        overlap=int(spec.get("overlap", first.overlap)),
+        name=str(spec.get("name", first.name)),
+        source=str(path),
+    )
+    log(f"Models: {', '.join(ens.model_names)}; fusion {fusion}; device {ens.device}.")
+    return ens

@@ -1,0 +1,89 @@
+"""Writing rasters row band by row band, and field polygons with their attributes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .outputs import vector_driver
+
+BLOCK = 256
+
+
+def raster_profile(source) -> dict:
+    """GeoTIFF creation options on the source's grid (tiled 256 x 256, deflate); dtype/nodata are added by callers."""
+    return {
+        "driver": "GTiff", "width": source.width, "height": source.height, "count": 1,
+        "crs": source.crs, "transform": source.transform, "tiled": True, "blockxsize": BLOCK,
+        "blockysize": BLOCK, "compress": "deflate", "zlevel": 1, "BIGTIFF": "IF_SAFER",
+    }
+
+
+class RowWriter:
+    """Writes consecutive row bands to band 1 of an open dataset, buffering so that every write covers whole
+    rows of blocks (a compressed tile is then written exactly once)."""
+
+    def __init__(self, dataset, block_rows: int = BLOCK):
+        self.ds = dataset
+        self.block_rows = block_rows
+        self._rows: list[np.ndarray] = []
+        self._row0 = 0
+        self._buffered = 0
+
+    def write(self, row0: int, rows: np.ndarray) -> None:
+        """Append (h, width) rows starting at raster row ``row0`` (must follow the previous rows)."""
+        if row0 != self._row0 + self._buffered:
+            raise ValueError(f"rows must be consecutive: expected {self._row0 + self._buffered}, got {row0}")
+        self._rows.append(rows)
+        self._buffered += rows.shape[0]
+        full = (self._buffered // self.block_rows) * self.block_rows
+        if full:
+            self._flush(full)
+
+    def _flush(self, n: int) -> None:
+        from rasterio.windows import Window
+
+        data = np.concatenate(self._rows, axis=0) if len(self._rows) > 1 else self._rows[0]
+        self.ds.write(data[:n], 1, window=Window(0, self._row0, data.shape[1], n))
+        rest = data[n:]
+        self._rows = [rest] if rest.shape[0] else []
+        self._row0 += n
+        self._buffered -= n
+
+    def close(self) -> None:
+        """Write what is left."""
+        if self._buffered:
+            self._flush(self._buffered)
+
+
+def write_fields(path: Path, records: list, crs) -> None:
+    """Write field records (:class:`engine.result.FieldRecord`) as polygons with attributes.
+
+    Attributes: id (int), area_m2, area_ha, perimeter_m (``perim_m`` in Shapefiles, whose names are limited to 10
+    characters) and mean_prob (float; areas NULL when unknown). The driver follows the extension (GeoPackage,
+    GeoJSON, Shapefile, FlatGeobuf); the layer is named after the file.
+    """
+    import pyogrio.raw
+    import shapely
+
+    driver = vector_driver(Path(path))
+
+    def column(values):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    perimeter = "perim_m" if driver == "ESRI Shapefile" else "perimeter_m"
+    fields = ["id", "area_m2", "area_ha", perimeter, "mean_prob"]
+    data = [
+        np.array([r.id for r in records], dtype=np.int64),
+        column(r.area_m2 for r in records),
+        column(r.area_ha for r in records),
+        column(r.perimeter_m for r in records),
+        column(round(r.mean_probability, 6) for r in records),
+    ]
+    geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
+    layer = Path(path).stem.lstrip(".").split(".part-")[0]
+    pyogrio.raw.write(
+        str(path), geometry, data, fields, geometry_type="Polygon", crs=crs.to_wkt() if crs else None,
+        driver=driver, layer=layer if driver == "GPKG" else None,
+    )
