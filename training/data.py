@@ -1,0 +1,244 @@
+"""Training rasters: pairing images with labels, checking them, reading them whole, and sampling random crops.
+
+Images and labels pair by file name: ``DataN.tif`` <-> ``DataN_reference.tif`` (also ``_label``, ``_labels``,
+``_mask``, ``_gt``), or the same name in both folders. Everything is checked before training starts
+(:func:`load_pairs`), so bad input fails in seconds with a message naming the file.
+
+Label convention on disk: 0 = other, 1 = cropland; a 0/255 label (no 1 in it) reads 255 as cropland; pixels
+equal to ``ignore_value`` are excluded from loss and metrics. In memory labels are uint8 with 0, 1 and
+:data:`IGNORE` (255). Images are float32, scaled and standardised as the model metadata says:
+``x = (raw / input_scale - mean) / std``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+IGNORE = 255
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".img", ".vrt", ".jp2")
+LABEL_TAGS = ("_reference", "_label", "_labels", "_mask", "_gt")
+
+
+@dataclass
+class Raster:
+    """One training raster held in memory.
+
+    Attributes:
+        name: image file stem (e.g. ``Data1``).
+        image: (bands, H, W) float32, raw values divided by ``input_scale`` (not yet standardised).
+        label: (H, W) uint8 with 0 other, 1 cropland, :data:`IGNORE` excluded.
+        image_path, label_path: where they came from.
+        resolution_m: pixel size in metres when the raster has a projected CRS, else ``None``.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    image_path: Path
+    label_path: Path
+    resolution_m: float | None = None
+    valid_bbox: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return self.label.shape
+
+
+def _rasters_in(folder: Path, role: str) -> list[Path]:
+    if not folder.exists():
+        raise DataError(f"{role} folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise DataError(f"{role} folder {folder} is not a folder.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    if not files:
+        raise DataError(f"{role} folder {folder} holds no raster files ({', '.join(RASTER_SUFFIXES)}).")
+    return files
+
+
+def _label_key(path: Path) -> str:
+    stem = path.stem
+    for tag in LABEL_TAGS:
+        if stem.lower().endswith(tag):
+            return stem[: -len(tag)]
+    return stem
+
+
+def pair_files(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Pair every image with its label by name; returns [(image, label)] sorted by image name.
+
+    Images without a label are skipped (with none at all, :class:`DataError`); a label claimed by two images
+    (e.g. ``a.tif`` and ``a.png``) is an error.
+    """
+    images = _rasters_in(Path(images_dir), "images")
+    labels = _rasters_in(Path(labels_dir), "labels")
+    by_key: dict[str, Path] = {}
+    for lab in labels:
+        key = _label_key(lab)
+        if key in by_key:
+            raise DataError(f"labels {by_key[key]} and {lab} both match image name {key!r}; keep one.")
+        by_key[key] = lab
+    pairs, seen = [], set()
+    for img in images:
+        lab = by_key.get(img.stem)
+        if lab is None:
+            continue
+        if img.stem in seen:
+            raise DataError(f"two images named {img.stem!r} in {images_dir}; keep one.")
+        seen.add(img.stem)
+        pairs.append((img, lab))
+    if not pairs:
+        raise DataError(
+            f"no image/label pairs found: {len(images)} image(s) in {images_dir} (e.g. {images[0].name}) and "
+            f"{len(labels)} label(s) in {labels_dir} (e.g. {labels[0].name}); a label must be named like its "
+            f"image, optionally with one of {', '.join(LABEL_TAGS)} (Data1.tif <-> Data1_reference.tif).")
+    return pairs
+
+
+def read_label(path: Path, ignore_value: int | None = None) -> np.ndarray:
+    """Read band 1 of a label raster as (H, W) uint8 in {0, 1, IGNORE}; raises :class:`DataError`.
+
+    Accepted values: 0 and 1, or 0 and 255 (255 = cropland), plus ``ignore_value``.
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            raw = ds.read(1)
+    except rasterio.errors.RasterioError as exc:
+        raise DataError(f"label {path}: cannot read ({exc}).") from exc
+    ignored = np.zeros(raw.shape, bool) if ignore_value is None else raw == ignore_value
+    values = set(np.unique(raw[~ignored]).tolist())
+    if values <= {0, 1}:
+        label = raw.astype(np.uint8)
+    elif values <= {0, 255}:
+        label = (raw == 255).astype(np.uint8)
+    else:
+        bad = sorted(values - {0, 1, 255})
+        shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        hint = f" (ignore value {ignore_value} excluded)" if ignore_value is not None else ""
+        if not bad:
+            shown = "both 1 and 255"
+        raise DataError(
+            f"label {path}: unexpected value(s) {shown}{hint}; labels must hold 0 (other) and 1 (cropland), "
+            "or 0 and 255; mark unlabelled pixels with --ignore-value.")
+    label[ignored] = IGNORE
+    return label
+
+
+def read_image(path: Path, bands: list[int] | None,
+               input_scale: float) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Read ``bands`` (1-based; ``None`` = all) as (bands, H, W) float32 divided by ``input_scale``.
+
+    Returns (image, valid (H, W) bool: False where every band equals nodata, resolution in m or ``None``).
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            count = ds.count
+            chosen = bands or list(range(1, count + 1))
+            if max(chosen) > count:
+                raise DataError(f"image {path} has {count} band(s); bands {chosen} were asked for (--bands).")
+            raw = ds.read(chosen)
+            nodata = ds.nodata
+            res = None
+            if ds.crs is not None and ds.crs.is_projected:
+                res = float(abs(ds.transform.a))
+    except rasterio.errors.RasterioError as exc:
+        raise DataError(f"image {path}: cannot read ({exc}).") from exc
+    valid = np.ones(raw.shape[1:], bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid = ~np.all(raw == nodata, axis=0)
+    return raw.astype(np.float32) / np.float32(input_scale), valid, res
+
+
+def load_pairs(pairs: list[tuple[Path, Path]], bands: list[int] | None = None, input_scale: float = 255.0,
+               ignore_value: int | None = None, min_size: int = 32) -> list[Raster]:
+    """Read and check every pair; raises :class:`DataError` naming the first bad file.
+
+    Checks: readable, same width and height, accepted label values, same band count everywhere, at least
+    ``min_size`` pixels each side, and some labelled pixel.
+    """
+    rasters: list[Raster] = []
+    for img_path, lab_path in pairs:
+        image, valid, res = read_image(img_path, bands, input_scale)
+        label = read_label(lab_path, ignore_value)
+        if image.shape[1:] != label.shape:
+            raise DataError(
+                f"image {img_path} is {image.shape[2]} x {image.shape[1]} px but its label {lab_path} is "
+                f"{label.shape[1]} x {label.shape[0]} px; they must cover the same pixel grid.")
+        if rasters and image.shape[0] != rasters[0].image.shape[0]:
+            raise DataError(f"image {img_path} has {image.shape[0]} band(s) but {rasters[0].image_path} has "
+                            f"{rasters[0].image.shape[0]}; use --bands to pick the same bands everywhere.")
+        if min(label.shape) < min_size:
+            raise DataError(f"image {img_path} is {label.shape[1]} x {label.shape[0]} px; "
+                            f"need >= {min_size} px each side.")
+        label[~valid] = IGNORE
+        if np.all(label == IGNORE):
+            raise DataError(f"label {lab_path} has no labelled pixel (all ignored or nodata).")
+        rasters.append(Raster(img_path.stem, image, label, img_path, lab_path, res))
+    return rasters
+
+
+def channel_stats(rasters: list[Raster]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of the scaled images over their labelled pixels (for the metadata)."""
+    sums = None
+    total = 0
+    for r in rasters:
+        m = r.label != IGNORE
+        px = r.image[:, m].astype(np.float64)
+        s = np.stack([px.sum(1), (px**2).sum(1)])
+        sums = s if sums is None else sums + s
+        total += px.shape[1]
+    mean = sums[0] / total
+    std = np.sqrt(np.maximum(sums[1] / total - mean**2, 1e-12))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def spatial_groups(rasters: list[Raster], k: int) -> list[list[int]]:
+    """Split raster indices into ``k`` folds for cross-validation.
+
+    ``k == len(rasters)``: leave one raster out. Otherwise rasters are sorted by the centre of their bounds
+    (x then y when georeferenced, else by name) and cut into ``k`` contiguous groups, so neighbouring rasters
+    share a fold and folds are spatially separate.
+    """
+    n = len(rasters)
+    if not 2 <= k <= n:
+        raise DataError(f"--folds must lie between 2 and the number of rasters ({n}), got {k}.")
+    if k == n:
+        return [[i] for i in range(n)]
+    keys = []
+    for i, r in enumerate(rasters):
+        try:
+            import rasterio
+
+            with rasterio.open(r.image_path) as ds:
+                b = ds.bounds
+                geo = ds.crs is not None
+            keys.append(((b.left + b.right) / 2, (b.top + b.bottom) / 2, r.name) if geo else (0, 0, r.name))
+        except Exception:  # ordering only: an unreadable CRS falls back to the name
+            keys.append((0, 0, r.name))
+        del i
+    order = sorted(range(n), key=lambda i: keys[i])
+    return [list(map(int, g)) for g in np.array_split(np.array(order), k)]
+
+
+def split_strip(raster: Raster, fraction: float) -> tuple[Raster, Raster]:
+    """Cut a raster into (train, validation) along rows: the last ``fraction`` of rows become validation.
+
+    The two parts share no pixel, so random crops from the training part never see the validation strip.
+    """
+    h = raster.shape[0]
+    cut = round(h * (1 - fraction))
+    cut = min(max(cut, 32), h - 32)
+    top = Raster(raster.name, raster.image[:, :cut], raster.label[:cut], raster.image_path, raster.label_path,
+                 raster.resolution_m)
+    bottom = Raster(raster.name + "_val", raster.image[:, cut:], raster.label[cut:], raster.image_path,
+                    raster.label_path, raster.resolution_m)
+    return top, bottom
