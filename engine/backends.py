@@ -146,13 +146,15 @@ class TorchMember:
         self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
         if threads:
             torch.set_num_threads(threads)
-        from training.checkpoint import load_for_inference
+        from training.checkpoint import load_checkpoint, model_from_checkpoint
+        from training.errors import CheckpointError
 
         try:
-            model, meta = load_for_inference(self.path, map_location=self.device)
-        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
+            ckpt = load_checkpoint(self.path)
+            model = model_from_checkpoint(ckpt)
+        except (CheckpointError, RuntimeError, KeyError, ValueError) as exc:
             raise ModelError(f"{self.path} is not a usable training checkpoint: {exc}") from exc
-        self.meta = meta if isinstance(meta, ModelMetadata) else ModelMetadata.from_dict(meta, str(self.path))
+        self.meta = ModelMetadata.from_dict(ckpt["metadata"], str(self.path))
         self.model = model.eval().to(self.device)
         self.fp16 = self.device == "cuda" and fp16 is not False
         gpu = f", {torch.cuda.get_device_name(0)}" if self.device == "cuda" else ""

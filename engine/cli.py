@@ -151,8 +151,10 @@ def _stats(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'raster':<40} {'ratio':>8} {'cropland ha':>13} {'valid ha':>13} {'cropland px':>12} {'valid px':>12}")
+    def ha(v: float | None) -> str:
+        return "unknown" if v is None else f"{v:,.4f}"
+
     for d in rows:
-        ha = (lambda v: "unknown" if v is None else f"{v:,.4f}")
         print(f"{Path(d['source']).name:<40} {d['cropland_ratio']:>8.4f} {ha(d['cropland_area_ha']):>13} "
               f"{ha(d['valid_area_ha']):>13} {d['cropland_pixels']:>12} {d['valid_pixels']:>12}")
     return 0

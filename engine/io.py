@@ -1,10 +1,10 @@
 """Reading input rasters window by window, from files (rasterio) or in-memory arrays.
 
 A *source* gives the raster's size, georeferencing and, for any window, the selected bands' raw values and a
-validity mask. Nodata values, internal/external masks, alpha bands and NaNs all count as invalid; as in GDAL's dataset mask, a
-pixel is nodata when every band holds the nodata value (a dark pixel with one band at 0 stays valid). Windows may extend
-beyond the raster: the missing part is filled by reflection (``np.pad(mode="reflect")``) and marked invalid, so a
-raster smaller than one tile still works.
+validity mask. Nodata values, internal/external masks, alpha bands and NaNs all count as invalid; as in GDAL's
+dataset mask, a pixel is nodata when every band holds the nodata value (a dark pixel with one band at 0 stays
+valid). Windows may extend beyond the raster: the missing part is filled by reflection (``np.pad(mode="reflect")``)
+and marked invalid, so a raster smaller than one tile still works.
 """
 
 from __future__ import annotations

@@ -88,6 +88,6 @@ def commit(part: Path, final: Path) -> None:
 
 def discard(part: Path) -> None:
     """Delete a temporary output (and sidecars) if it exists."""
-    for p in _siblings(part) + [part]:
+    for p in [*_siblings(part), part]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

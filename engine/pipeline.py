@@ -12,6 +12,7 @@ All outputs are written under temporary names and moved into place only when eve
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -169,7 +170,8 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
                                   timer, progress, is_cancelled, show_bar)
             if counter.valid_pixels == 0:
                 raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
-            fields = _pass_vectorize(source, opts, area, raw_path, prob_path, counter, timer, progress,
+            has_nodata = counter.valid_pixels < source.width * source.height
+            fields = _pass_vectorize(source, opts, area, raw_path, prob_path, has_nodata, timer, progress,
                                      is_cancelled)
             mask_path = parts.get("mask", Path(tmp) / "mask.tif" if want_arrays else None)
             with timer("write_raster"):
@@ -270,9 +272,30 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
     return counter
 
 
-def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, counter: AreaCounter, timer, progress,
+def fields_from_mask(mask_path: str | Path, pixel_size_m: float | None = None, min_area_m2: float = 0.0,
+                     max_hole_m2: float = 0.0, opening_px: int = 0, simplify_m: float = 0.0,
+                     log=None) -> list[FieldRecord]:
+    """Vectorise a mask raster (1 = cropland; 255 = nodata) into field records, streamed strip by strip.
+
+    The same stage the extraction runs after inference, for masks made elsewhere (labels, other tools). Areas in
+    m² follow the raster's CRS (``pixel_size_m`` for rasters without one). Returns records in map coordinates.
+    """
+    options = ExtractOptions(min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, opening_px=opening_px,
+                             simplify_m=simplify_m, pixel_size_m=pixel_size_m)
+    with FileSource(mask_path) as source:
+        area = area_model(source.crs, source.transform, source.height, pixel_size_m, log, Path(mask_path).name)
+        fields = _pass_vectorize(source, options, area, Path(mask_path), None, True, StageTimer(), _noop,
+                                 lambda: False)
+        return _records(fields, options, area, source)
+
+
+def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_nodata: bool, timer, progress,
                     is_cancelled) -> list[Field]:
-    """Pass 2: opening, components and polygons strip by strip, then whole-field filters."""
+    """Pass 2: opening, components and polygons strip by strip, then whole-field filters.
+
+    ``raw_path``: mask raster, 1 = cropland, 255 = nodata; ``prob_path``: probability raster or None;
+    ``has_nodata``: whether the mask may hold nodata (then holes are only filled when they hold none).
+    """
     import cv2
     import rasterio
     from rasterio.features import rasterize
@@ -283,7 +306,8 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, counter:
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1)) if radius else None
     vec = StripVectorizer(source.width)
     h, w = source.height, source.width
-    with rasterio.open(raw_path) as raw_ds, rasterio.open(prob_path) as prob_ds:
+    with rasterio.open(raw_path) as raw_ds, \
+            (rasterio.open(prob_path) if prob_path else contextlib.nullcontext()) as prob_ds:
         strips = list(iter_strips(h, STRIP_ROWS))
         for s, (row0, n) in enumerate(strips):
             if is_cancelled():
@@ -291,7 +315,7 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, counter:
             with timer("read"):
                 a, b = max(row0 - halo, 0), min(row0 + n + halo, h)
                 raw = raw_ds.read(1, window=RioWindow(0, a, w, b - a))
-                prob = prob_ds.read(1, window=RioWindow(0, row0, w, n))
+                prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
             with timer("vectorize"):
                 mask = (raw == 1).astype(np.uint8)
                 if kernel is not None:
@@ -299,7 +323,6 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, counter:
                 vec.add(row0, mask[row0 - a:row0 - a + n], prob)
             progress(0.85 + 0.1 * (s + 1) / len(strips), "vectorising")
 
-        has_nodata = counter.valid_pixels < h * w
 
         def hole_has_nodata(hole) -> bool:
             if not has_nodata:

@@ -100,7 +100,8 @@ class ExtractionResult:
     def summary(self) -> str:
         """The one-line summary the CLI prints."""
         if self.cropland_area_m2 is None:
-            area = f"cropland area unknown (no CRS; give --pixel-size), {self.cropland_pixels} of {self.valid_pixels} px"
+            area = (f"cropland area unknown (no CRS; give --pixel-size), "
+                    f"{self.cropland_pixels} of {self.valid_pixels} px")
         else:
             area = f"cropland {self.cropland_area_ha:,.2f} ha of {self.valid_area_ha:,.2f} ha valid"
         return (f"{self.input}: {area} (ratio {self.cropland_ratio:.4f}), {self.field_count} fields, "

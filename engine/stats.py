@@ -92,9 +92,9 @@ def area_model(crs, transform, height: int, pixel_size_m: float | None = None,
     if pixel_size_m is not None:
         log(f"{name} has a CRS ({crs_label(crs)}); the stated pixel size {pixel_size_m} m is ignored.")
     if crs.is_geographic:
-        from pyproj import CRS as ProjCRS
+        from pyproj import CRS as PROJ_CRS
 
-        geod = ProjCRS.from_user_input(crs.to_wkt()).get_geod()
+        geod = PROJ_CRS.from_user_input(crs.to_wkt()).get_geod()
         model = AreaModel("geodesic", transform, geod=geod)
         mid = model.row_pixel_areas(max(height // 2, 0), 1)[0]
         model.pixel_size_m = float(np.sqrt(mid))
@@ -262,10 +262,10 @@ def read_polygons(vector_path: str | Path, target_crs=None) -> list:
         raise InputError(f"{vector_path} holds {geoms[0].geom_type} geometries; polygons are needed.")
     src_crs = meta.get("crs")
     if target_crs is not None and src_crs:
-        from pyproj import CRS as ProjCRS
+        from pyproj import CRS as PROJ_CRS
         from pyproj import Transformer
 
-        src, dst = ProjCRS.from_user_input(src_crs), ProjCRS.from_user_input(target_crs.to_wkt())
+        src, dst = PROJ_CRS.from_user_input(src_crs), PROJ_CRS.from_user_input(target_crs.to_wkt())
         if src != dst:
             tr = Transformer.from_crs(src, dst, always_xy=True)
             polys = [shapely.transform(g, lambda xy, tr=tr: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
