@@ -147,6 +147,7 @@ def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any])
     return ModelMetadata(
         name=cfg.name or Path(cfg.out).name or cfg.arch.replace(":", "_"),
         architecture=cfg.arch,
+        output="logits",  # the checkpoint's model returns logits; the ONNX export adds the softmax
         input_bands=bands,
         band_names=names,
         input_scale=cfg.input_scale,
@@ -208,9 +209,9 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
         log(f"initial weights from {cfg.weights}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
+    sched = _make_scheduler(opt, cfg, total)  # --max-steps stops early but keeps the schedule, so runs resume
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    sched = _make_scheduler(opt, cfg, total)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = SegmentationLoss(cfg.ce_weight, cfg.dice_weight, cfg.boundary_weight)
@@ -220,6 +221,10 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
         if ck["args"]["arch"] != cfg.arch:
             raise CheckpointError(f"--resume {cfg.resume} holds a {ck['args']['arch']} model, "
                                   f"not {cfg.arch}.")
+        for key in ("epochs", "steps_per_epoch", "schedule"):
+            if ck["args"][key] != getattr(cfg, key):
+                raise CheckpointError(f"--resume {cfg.resume} was trained with {key} = {ck['args'][key]}; "
+                                      "resume with the same value.")
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
