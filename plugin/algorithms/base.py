@@ -1,0 +1,57 @@
+"""What the Cropland Extractor algorithms share: icon, help link, instance creation, translation."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+from qgis.core import QgsProcessingAlgorithm
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
+from qgis.PyQt.QtGui import QIcon
+
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent.parent
+ICON = PLUGIN_ROOT / "resources" / "icons" / "icon.svg"
+HELP = PLUGIN_ROOT / "docs" / "PLUGIN.md"
+
+
+def plugin_version() -> str:
+    """The version in metadata.txt."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(PLUGIN_ROOT / "metadata.txt", encoding="utf-8")
+    return parser.get("general", "version", fallback="?")
+
+
+class CroplandAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set NAME, DISPLAY_NAME and HELP_TEXT and define the parameters and the run."""
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    HELP_TEXT = ""
+    HELP_ANCHOR = ""
+
+    def tr(self, text: str) -> str:
+        """Translate ``text`` in the plugin's context."""
+        return QCoreApplication.translate("CroplandExtractor", text)
+
+    def createInstance(self):
+        return type(self)()
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:
+        return self.tr(self.DISPLAY_NAME)
+
+    def shortHelpString(self) -> str:
+        return self.tr(self.HELP_TEXT)
+
+    def helpUrl(self) -> str:
+        if not HELP.exists():
+            return ""
+        url = QUrl.fromLocalFile(str(HELP))
+        if self.HELP_ANCHOR:
+            url.setFragment(self.HELP_ANCHOR)
+        return url.toString()
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))

@@ -1,0 +1,167 @@
+"""Python packages the plugin needs, whether QGIS's Python has them, and the pip command that installs them.
+
+Nothing heavy is imported at module import time: QGIS must start and list the algorithms even when none of
+these packages is installed. :func:`require` is called at the top of ``processAlgorithm``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shlex
+import site
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsProcessingException
+
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = PLUGIN_ROOT / "requirements"
+
+# import name -> pip distribution name
+RUNTIME_MODULES = {
+    "numpy": "numpy",
+    "onnxruntime": "onnxruntime",
+    "rasterio": "rasterio",
+    "shapely": "shapely",
+    "cv2": "opencv-python-headless",
+    "pyproj": "pyproj",
+    "pyogrio": "pyogrio",
+    "tqdm": "tqdm",
+}
+# Evaluation's boundary F1 also needs scipy.
+EVALUATION_MODULES = {**RUNTIME_MODULES, "scipy": "scipy"}
+TRAINING_MODULES = {
+    **RUNTIME_MODULES,
+    "torch": "torch",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+    "albumentations": "albumentations",
+}
+REQUIREMENT_FILES = {"runtime": "runtime.txt", "train": "train.txt", "gpu": "gpu.txt"}
+
+
+@dataclass
+class Missing:
+    """A package that cannot be imported: its import name, pip name and the error seen."""
+
+    module: str
+    distribution: str
+    error: str
+
+
+def python_executable() -> str:
+    """The Python interpreter QGIS runs on (inside QGIS ``sys.executable`` is the QGIS program itself)."""
+    exe = Path(sys.executable)
+    if exe.name.lower().startswith("python"):
+        return str(exe)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    names = ["python.exe", "python3.exe"] if os.name == "nt" else ["python3", f"python{version}", "python"]
+    # Linux packages: exec_prefix/bin; OSGeo4W: exec_prefix (apps/Python3x); macOS QGIS.app: MacOS/bin.
+    folders = [Path(sys.exec_prefix) / "bin", Path(sys.exec_prefix), exe.parent / "bin", exe.parent]
+    for folder in folders:
+        for name in names:
+            candidate = folder / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return f"python{version}" if os.name != "nt" else "python"
+
+
+def _in_virtualenv() -> bool:
+    return sys.prefix != getattr(sys, "base_prefix", sys.prefix)
+
+
+def _quote(arg: str) -> str:
+    if re.fullmatch(r"[\w.=-]+", arg):
+        return arg
+    if os.name != "nt" and any(c in arg for c in "\"$`\\!"):
+        return shlex.quote(arg)
+    return f'"{arg}"'
+
+
+def install_args(kind: str = "runtime", python: str | None = None) -> list[str]:
+    """Argument list of the pip command that installs the ``kind`` requirements ("runtime", "train", "gpu")."""
+    args = [python or python_executable(), "-m", "pip", "install"]
+    if not _in_virtualenv():
+        if site.ENABLE_USER_SITE:
+            args.append("--user")
+        if Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists():
+            # Debian/Ubuntu's system Python refuses pip installs without it (PEP 668); --user keeps them
+            # out of the system folders.
+            args.append("--break-system-packages")
+    args += ["-c", str(REQUIREMENTS / "constraints.txt"), "-r", str(REQUIREMENTS / REQUIREMENT_FILES[kind])]
+    return args
+
+
+def install_command(kind: str = "runtime", python: str | None = None) -> str:
+    """The pip command of :func:`install_args` as one line to paste into a terminal."""
+    return " ".join(_quote(a) for a in install_args(kind, python))
+
+
+def pip_available() -> bool:
+    """Whether this Python has pip (Debian's system Python needs the python3-pip package)."""
+    return importlib.util.find_spec("pip") is not None
+
+
+def missing_modules(modules: dict[str, str] | None = None, try_import: bool = True) -> list[Missing]:
+    """Packages of ``modules`` (default: the runtime set) that cannot be imported.
+
+    ``try_import=False`` only looks for the packages (cheap, for QGIS start-up); ``True`` imports them, which
+    also catches broken installs (e.g. a NumPy 2 wheel beside QGIS's NumPy-1 GDAL).
+    """
+    found: list[Missing] = []
+    for module, dist in (modules or RUNTIME_MODULES).items():
+        try:
+            if try_import:
+                importlib.import_module(module)
+            elif sys.modules.get(module, ...) is None or importlib.util.find_spec(module) is None:
+                raise ImportError(f"No module named '{module}'")
+        except Exception as exc:  # a broken package raises anything, not only ImportError
+            found.append(Missing(module, dist, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    return found
+
+
+def missing_message(missing: list[Missing], kind: str = "runtime") -> str:
+    """User-ready text naming what is missing and the exact command that installs it into this Python."""
+    names = ", ".join(f"{m.distribution} ({m.error})" for m in missing)
+    lines = [
+        f"Cropland Extractor needs Python packages that QGIS's Python ({python_executable()}, "
+        f"Python {sys.version.split()[0]}) cannot import: {names}.",
+        "",
+        "Install them by running this command in a terminal, then restart QGIS:",
+        "",
+        f"    {install_command(kind)}",
+    ]
+    if not pip_available():
+        lines += ["", "This Python has no pip yet: install it first (Debian/Ubuntu: sudo apt install python3-pip; "
+                  f"elsewhere: {_quote(python_executable())} -m ensurepip --user)."]
+    lines += ["", "In the QGIS window, Plugins > Cropland Extractor > Install Python Dependencies… runs it for you."]
+    return "\n".join(lines)
+
+
+def require(kind: str = "runtime") -> None:
+    """Raise :class:`QgsProcessingException` with the install command when a package for ``kind`` is missing.
+
+    ``kind``: "runtime" (extraction, ratio), "evaluate" (runtime + scipy) or "train" (runtime + PyTorch...).
+    """
+    modules = {"train": TRAINING_MODULES, "evaluate": EVALUATION_MODULES}.get(kind, RUNTIME_MODULES)
+    missing = missing_modules(modules, try_import=kind != "train")  # importing torch only to check is too slow
+    if missing:
+        raise QgsProcessingException(missing_message(missing, "train" if kind == "train" else "runtime"))
+
+
+def import_engine(submodule: str):
+    """Import ``engine.<submodule>`` of this plugin; a missing package becomes a QgsProcessingException."""
+    root = __package__.rpartition(".")[0] if __package__ else ""
+    name = f"{root}.engine.{submodule}" if root else f"engine.{submodule}"
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top and top not in (root.split(".")[0] if root else "", "engine"):
+            distribution = RUNTIME_MODULES.get(top, top)
+            raise QgsProcessingException(missing_message([Missing(top, distribution, str(exc))])) from exc
+        raise
