@@ -1,8 +1,9 @@
 """Seamless blending of overlapping tile predictions, streamed row band by row band.
 
 Each tile's probabilities are weighted by a window that is 1 in the tile's interior and tapers with a Hann
-(sin²) ramp only across the overlap with a neighbour, never at the raster edge; the blended value is
-``sum(w * p) / sum(w)``. Complementary sin²/cos² ramps sum to one across an overlap, so no seam appears. Only one row
+(sin²) ramp only across the overlap with a neighbour, never at the raster edge; the outer quarter of the overlap
+gets weight 0, so the border pixels where a network sees zero padding are left to the neighbour. The blended value
+is ``sum(w * p) / sum(w)``; complementary sin²/cos² ramps sum to one across an overlap, so no seam appears. Only one row
 of tiles (``tile`` rows x raster width) is held at a time: once a tile row is complete, the rows no later tile can
 touch are handed to ``emit`` and dropped, so memory does not grow with the raster's height.
 """
@@ -19,9 +20,11 @@ EmitFn = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 def hann_ramp(n: int) -> np.ndarray:
-    """Rising ramp of ``n`` weights in (0, 1): sin²(π/2 · (i + 0.5) / n); ramp + ramp[::-1] == 1."""
-    i = np.arange(n, dtype=np.float64)
-    return np.sin(np.pi / 2 * (i + 0.5) / n) ** 2
+    """Rising ramp of ``n`` weights in [0, 1]: 0 over the first ``n // 4``, then sin² up to 1 over the middle half,
+    1 over the last ``n // 4``; ``ramp + ramp[::-1] == 1``."""
+    margin = n // 4
+    t = np.clip((np.arange(n, dtype=np.float64) + 0.5 - margin) / (n - 2 * margin), 0.0, 1.0)
+    return np.sin(np.pi / 2 * t) ** 2
 
 
 def tile_weights(tile: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:

@@ -123,9 +123,9 @@ class Ensemble:
             try:
                 out.append(member(chunk))
             except Exception as exc:
-                if not is_out_of_memory(exc) or size == 1:
+                if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
-                size = max(1, size // 2)
+                size = max(1, len(chunk) // 2)
                 self.batch_size = size
                 self.info["oom_batch_size"] = size
                 continue

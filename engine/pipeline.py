@@ -80,7 +80,7 @@ def _open_file(path: Path, ens: Ensemble, options: ExtractOptions) -> FileSource
         source.close()
         raise InputError(f"--bands lists {len(bands)} band(s) ({','.join(map(str, bands))}) but the model "
                          f"{ens.name} takes {ens.meta.n_bands} ({names}).")
-    if source.count < max(bands):
+    if source.count < max(bands) and not options.bands:
         source.close()
         raise InputError(
             f"{path} has {source.count} band(s), but the model {ens.name} needs {ens.meta.n_bands} ({names}), "
@@ -88,7 +88,11 @@ def _open_file(path: Path, ens: Ensemble, options: ExtractOptions) -> FileSource
             f"(e.g. --bands {','.join(str(min(i, source.count)) for i in range(1, ens.meta.n_bands + 1))} "
             "only if that is what they hold) or use a model made for this imagery."
         )
-    source.select_bands(bands)
+    try:
+        source.select_bands(bands)
+    except InputError:
+        source.close()
+        raise
     return source
 
 

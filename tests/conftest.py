@@ -1,101 +1,18 @@
-"""Shared fixtures: synthetic rasters, tiny ONNX models, and the location of ../shared data."""
+"""Session fixtures for every test; helper functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with a clear reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs the shared data {path} (../shared beside the repository), which is absent here")
-    return path
-
-
-def write_raster(path: Path, array: np.ndarray, transform=None, crs=None, nodata=None, **extra) -> Path:
-    """Write a (bands, H, W) or (H, W) array as a GeoTIFF; returns the path."""
-    import rasterio
-    from affine import Affine
-
-    array = array[None] if array.ndim == 2 else array
-    profile = {"driver": "GTiff", "width": array.shape[2], "height": array.shape[1], "count": array.shape[0],
-               "dtype": array.dtype, "crs": crs, "transform": transform or Affine.identity(), "nodata": nodata}
-    profile.update(extra)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(array)
-    return path
-
-
-def green_threshold_onnx(path: Path, bands: int = 3, tile_size: int = 64, overlap: int = 16,
-                         kernel: int = 1) -> Path:
-    """A tiny deterministic ONNX 'model': cropland probability = sigmoid(20 · (green/255 − 0.5)), optionally
-    blurred by a ``kernel`` x ``kernel`` mean filter (to have a spatial receptive field), with the metadata the
-    engine reads."""
-    import torch
-
-    from engine.metadata import ModelMetadata
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(bands, 2, kernel, padding=kernel // 2, bias=True)
-            with torch.no_grad():
-                self.conv.weight.zero_()
-                self.conv.bias.zero_()
-                self.conv.weight[1, 1] = 20.0 / kernel**2
-                self.conv.bias[1] = -10.0
-
-        def forward(self, x):
-            return torch.softmax(self.conv(x), dim=1)
-
-    net = Net().eval()
-    torch.onnx.export(net, torch.zeros(1, bands, tile_size, tile_size), str(path), input_names=["image"],
-                      output_names=["probabilities"], opset_version=17, dynamo=False,
-                      dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "probabilities": {0: "n", 2: "h", 3: "w"}})
-    import onnx
-
-    model = onnx.load(str(path))
-    meta = ModelMetadata(name="green_threshold", architecture="test:green", input_bands=list(range(1, bands + 1)),
-                         band_names=["red", "green", "blue", "nir"][:bands], mean=[0.0] * bands, std=[1.0] * bands,
-                         tile_size=tile_size, overlap=overlap, resolution_m=2.0)
-    for key, value in meta.to_onnx_props().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    return path
+from helpers import green_threshold_onnx
 
 
 @pytest.fixture(scope="session")
 def green_model(tmp_path_factory) -> Path:
     """Path of the tiny green-threshold ONNX model (3 bands, tile 64, overlap 16)."""
     return green_threshold_onnx(tmp_path_factory.mktemp("models") / "green.onnx")
-
-
-def field_scene(height: int = 200, width: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic RGB uint8 scene and its truth: 6 rectangular fields (green) separated by 1-2 px roads (grey),
-    one with a 6x6 hole. Returns (image (3, H, W) uint8, truth (H, W) uint8 with 1 = field)."""
-    rng = np.random.default_rng(seed)
-    truth = np.zeros((height, width), np.uint8)
-    truth[10:90, 10:140] = 1
-    truth[10:90, 142:290] = 1            # 2 px road between the first two fields
-    truth[91:190, 10:100] = 1            # 1 px road below the first field
-    truth[91:190, 101:200] = 1           # 1 px road between fields 3 and 4
-    truth[91:190, 202:290] = 1
-    truth[130:136, 40:46] = 0            # a hole in field 3
-    truth[195:199, 5:9] = 1              # a 16 px speck
-    image = np.empty((3, height, width), np.uint8)
-    image[0] = np.where(truth, 60, 140)
-    image[1] = np.where(truth, 200, 90)
-    image[2] = np.where(truth, 50, 140)
-    image = np.clip(image.astype(int) + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
-    return image, truth

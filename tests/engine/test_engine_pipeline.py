@@ -1,0 +1,167 @@
+"""The whole extraction pipeline on synthetic rasters with a tiny deterministic ONNX model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+from affine import Affine
+from helpers import field_scene, green_threshold_onnx, write_raster
+from rasterio.crs import CRS
+
+from engine.api import extract, extract_array
+from engine.errors import Cancelled, DependencyError
+from engine.options import ExtractOptions, OutputPaths
+
+UTM = CRS.from_epsg(32633)
+T2M = Affine(2, 0, 500000, 0, -2, 6000000)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    image, truth = field_scene()
+    return write_raster(tmp_path / "scene.tif", image, T2M, UTM), truth
+
+
+def test_end_to_end_outputs(scene, green_model, tmp_path):
+    path, truth = scene
+    out = OutputPaths(vector=tmp_path / "fields.gpkg", mask=tmp_path / "mask.tif",
+                      probability=tmp_path / "prob.tif", report=tmp_path / "report.json")
+    result = extract(path, green_model, out, ExtractOptions(opening_px=0))
+    assert result.field_count == 6
+    assert result.cropland_pixels == truth.sum()
+    assert result.cropland_area_m2 == pytest.approx(4.0 * truth.sum())
+    assert result.valid_area_m2 == pytest.approx(4.0 * truth.size)
+    assert result.cropland_ratio == pytest.approx(truth.mean())
+    with rasterio.open(out.mask) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.crs == UTM and ds.transform == T2M
+        np.testing.assert_array_equal(ds.read(1), truth)
+    with rasterio.open(out.probability) as ds:
+        prob = ds.read(1)
+        assert ds.dtypes[0] == "float32"
+        np.testing.assert_array_equal(prob > 0.5, truth == 1)
+        assert prob.min() >= 0 and prob.max() <= 1
+    meta, _, _geom, data = pyogrio.raw.read(out.vector)
+    assert list(meta["fields"]) == ["id", "area_m2", "area_ha", "perimeter_m", "mean_prob"]
+    assert meta["crs"] == "EPSG:32633" and meta["geometry_type"] == "Polygon"
+    areas = dict(zip(meta["fields"], data, strict=True))["area_m2"]
+    assert areas.sum() == pytest.approx(4.0 * truth.sum())
+    assert np.allclose(dict(zip(meta["fields"], data, strict=True))["area_ha"], areas / 1e4)
+    report = json.loads(out.report.read_text())
+    row = report["rows"][0]
+    for key in ("input", "crs", "pixel_size_m", "valid_area_m2", "cropland_area_m2", "cropland_ratio",
+                "field_count", "models", "device", "seconds"):
+        assert key in row
+    assert row["field_count"] == 6 and row["crs"] == "EPSG:32633" and row["pixel_size_m"] == 2.0
+    assert not list(tmp_path.glob(".*part*"))  # no temporary file left behind
+
+
+def test_nodata_is_never_cropland(tmp_path, green_model):
+    image, truth = field_scene()
+    image[:, :50, :60] = 0  # nodata corner over a field
+    path = write_raster(tmp_path / "nodata.tif", image, T2M, UTM, nodata=0)
+    out = OutputPaths(mask=tmp_path / "mask.tif")
+    result = extract(path, green_model, out, ExtractOptions(opening_px=0))
+    with rasterio.open(out.mask) as ds:
+        mask = ds.read(1)
+    assert (mask[:50, :60] == 255).all()
+    assert result.valid_pixels == truth.size - 50 * 60
+    expected = truth.copy()
+    expected[:50, :60] = 0
+    assert result.cropland_pixels == expected.sum()
+    assert result.valid_area_m2 == pytest.approx(4.0 * (truth.size - 50 * 60))
+
+
+def test_uint16_holding_bytes_equals_uint8(tmp_path, green_model, scene):
+    path, truth = scene
+    image, _ = field_scene()
+    path16 = write_raster(tmp_path / "scene16.tif", image.astype(np.uint16), T2M, UTM, nodata=256)
+    a = extract(path, green_model, options=ExtractOptions(opening_px=0))
+    b = extract(path16, green_model, options=ExtractOptions(opening_px=0))
+    assert a.cropland_pixels == b.cropland_pixels == truth.sum()
+
+
+def test_reflectance_range_is_stretched(tmp_path, green_model):
+    image, truth = field_scene()
+    path = write_raster(tmp_path / "refl.tif", image.astype(np.uint16) * 12 + 300, T2M, UTM)
+    logs: list[str] = []
+    auto = extract(path, green_model, options=ExtractOptions(opening_px=0), log=logs.append)
+    assert any("stretched" in line for line in logs)
+    assert auto.cropland_pixels == truth.sum()
+    raw = extract(path, green_model, options=ExtractOptions(opening_px=0, stretch="none"))
+    assert raw.cropland_ratio == 1.0  # what a blind divide-by-255 gives: everything cropland
+
+
+def test_raster_smaller_than_a_tile(tmp_path, green_model):
+    image, truth = field_scene(40, 50)
+    path = write_raster(tmp_path / "small.tif", image, T2M, UTM)
+    result = extract(path, green_model, options=ExtractOptions(tile_size=128, overlap=16, opening_px=0))
+    assert result.cropland_pixels == truth.sum()
+
+
+def test_seamless_blending_matches_single_tile(tmp_path):
+    """A model with a 9x9 receptive field: many 32 px tiles blended agree with one big tile."""
+    model = green_threshold_onnx(tmp_path / "blur.onnx", kernel=9)
+    image, _ = field_scene()
+    _, one, _ = extract_array(image, model, options=ExtractOptions(tile_size=320, overlap=0, opening_px=0))
+    _, many, _ = extract_array(image, model, options=ExtractOptions(tile_size=32, overlap=16, opening_px=0))
+    inner = (slice(8, -8), slice(8, -8))  # the zero padding of the convolution differs at the raster edge
+    assert np.abs(one[inner] - many[inner]).max() < 0.02
+
+
+def test_array_api_and_geographic_crs(green_model):
+    image, truth = field_scene()
+    transform = Affine(0.00002, 0, 15.0, 0, -0.00002, 52.0)
+    result, prob, mask = extract_array(image, green_model, transform=transform, crs="EPSG:4326",
+                                       options=ExtractOptions(opening_px=0))
+    assert prob.shape == mask.shape == truth.shape
+    np.testing.assert_array_equal(mask, truth)
+    assert result.area_method == "geodesic"
+    # 0.00002° is about 2.22 m north-south and 1.37 m east-west at 52° N
+    assert result.cropland_area_m2 == pytest.approx(truth.sum() * 2.2264 * 1.3712, rel=0.005)
+    assert sum(f.area_m2 for f in result.fields) == pytest.approx(result.cropland_area_m2, rel=1e-4)
+
+
+def test_no_crs_needs_pixel_size(green_model):
+    image, truth = field_scene()
+    logs: list[str] = []
+    result, _, _ = extract_array(image, green_model, options=ExtractOptions(opening_px=0), log=logs.append)
+    assert result.cropland_area_m2 is None and result.fields[0].area_m2 is None
+    assert result.cropland_ratio == pytest.approx(truth.mean())
+    assert any("--pixel-size" in line for line in logs)
+    sized, _, _ = extract_array(image, green_model, options=ExtractOptions(opening_px=0, pixel_size_m=2.0))
+    assert sized.cropland_area_m2 == pytest.approx(4.0 * truth.sum())
+    assert sized.fields[0].area_m2 == pytest.approx(4.0 * sized.fields[0].geometry.area)
+
+
+def test_cancel_leaves_nothing(scene, green_model, tmp_path):
+    path, _ = scene
+    out = OutputPaths(vector=tmp_path / "f.gpkg", mask=tmp_path / "m.tif", probability=tmp_path / "p.tif",
+                      report=tmp_path / "r.json")
+    calls = []
+
+    def cancel_after_first() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Cancelled):
+        extract(path, green_model, out, ExtractOptions(tile_size=32, overlap=8, batch_size=2),
+                is_cancelled=cancel_after_first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_cuda_required_but_missing_says_why(scene, green_model):
+    path, _ = scene
+    with pytest.raises(DependencyError, match="CUDA"):
+        extract(path, green_model, options=ExtractOptions(device="cuda"))
+
+
+def test_progress_reaches_one(scene, green_model):
+    path, _ = scene
+    seen: list[float] = []
+    extract(path, green_model, options=ExtractOptions(tile_size=32, overlap=8, batch_size=3),
+            progress=lambda f, _msg: seen.append(f))
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 5
