@@ -133,7 +133,7 @@ def _extract(args) -> int:
         print(result.summary(), flush=True)
         results.append(result)
     if args.report:
-        write_report(args.report, results, command="python -m engine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        write_report(args.report, results, command="python -m engine " + " ".join(shlex.quote(a) for a in args.argv))
     return 0
 
 
@@ -186,7 +186,9 @@ def _info(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     handler = {"extract": _extract, "stats": _stats, "evaluate": _evaluate, "info": _info}[args.command]
     try:
         return handler(args)

@@ -68,6 +68,28 @@ def check_outputs(outputs: OutputPaths, inputs: list[Path] = ()) -> None:
         _writable_dir(path)
 
 
+def make_folders(outputs: OutputPaths) -> list[Path]:
+    """Create the missing folders of the outputs; returns those created (deepest last) for :func:`remove_folders`."""
+    created: list[Path] = []
+    for _, path in outputs.items():
+        missing = []
+        parent = path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+    return created
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove folders made by :func:`make_folders` that are still empty (after a failed or cancelled run)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def part_path(final: Path) -> Path:
     """Temporary name beside ``final`` (same folder, so the final move is atomic), keeping its extension."""
     return final.parent / f".{final.stem}.part-{os.getpid()}{final.suffix}"
@@ -81,7 +103,6 @@ def _siblings(path: Path) -> list[Path]:
 
 def commit(part: Path, final: Path) -> None:
     """Move a finished temporary output (and a shapefile's sidecars) onto its final name."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     for src in _siblings(part):
         os.replace(src, final.with_suffix(src.suffix))
 

@@ -28,7 +28,7 @@ from .errors import Cancelled, InputError
 from .io import ArraySource, FileSource, RasterSource, Window, sample_values
 from .normalize import choose_stretch
 from .options import ExtractOptions, OutputPaths
-from .outputs import check_outputs, commit, discard, part_path
+from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
 from .report import write_report
 from .result import ExtractionResult, FieldRecord
 from .stats import AreaCounter, AreaModel, area_model, crs_label, iter_strips
@@ -166,6 +166,7 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
         f"threshold {threshold:g}, fusion {ens.fusion}{', TTA x8' if opts.tta else ''}; device {ens.device}.")
 
     parts = {kind: part_path(path) for kind, path in outputs.items() if kind != "report"}
+    created = make_folders(outputs)
     try:
         with tempfile.TemporaryDirectory(prefix="cropland-") as tmp:
             prob_path = parts.get("probability", Path(tmp) / "probability.tif")
@@ -199,6 +200,7 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     except BaseException:
         for part in parts.values():
             discard(part)
+        remove_folders(created)
         raise
 
     stats = counter.result(source.crs, source.name)

@@ -39,6 +39,7 @@ def report_document(results: list[ExtractionResult], command: str | None = None)
 
 def write_report(path: Path, results: list[ExtractionResult], command: str | None = None) -> None:
     """Write the report atomically to ``path`` (UTF-8 JSON, indented)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     part = part_path(Path(path))
     part.write_text(json.dumps(report_document(results, command), indent=2, ensure_ascii=False), encoding="utf-8")
     commit(part, Path(path))
