@@ -384,3 +384,44 @@ def test_two_step_run_on_contest_tiles(tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["metadata"]["training_data"][0] == "Data1"
     assert len(ckpt["metadata"]["training_data"]) == 6
+
+
+def test_help_documents_every_command_and_option(capsys):
+    import argparse
+
+    from training.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == {"fit", "export", "evaluate-ensemble", "build-ensemble"}
+    for name, sub in subparsers.choices.items():
+        undocumented = [a.dest for a in sub._actions if not a.help]
+        assert not undocumented, f"{name}: {undocumented}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "evaluate-ensemble" in capsys.readouterr().out
+
+
+def test_early_stopping_on_validation_dice(synthetic, tmp_path, monkeypatch):
+    from training import loop
+    from training.loop import FitConfig, fit
+
+    scores = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.95])
+    real_evaluate = loop.evaluate
+
+    def scripted(model, rasters, cfg, device, keep=False):
+        metrics, probs = real_evaluate(model, rasters, cfg, device, keep)
+        return {**metrics, "f1": next(scores)}, probs
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    rasters = load_pairs(pair_files(*synthetic))
+    cfg = FitConfig(arch="fcn_se_resnet50", width=8, out=str(tmp_path / "run"), epochs=6, steps_per_epoch=1,
+                    tile=64, batch_size=2, patience=2, mean=[0.5] * 3, std=[0.2] * 3, threads=2)
+    lines = []
+    summary = fit(cfg, rasters[:2], val=rasters[2:], log=lines.append)
+    # Dice 0.5, 0.6 (best), 0.55, 0.58: two epochs without improvement -> stop after epoch 4
+    assert summary["epochs_done"] == 4 and summary["best_epoch"] == 2
+    assert any("early stop" in line for line in lines)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert best["epoch"] == 2 and best["metadata"]["metrics"]["f1"] == 0.6

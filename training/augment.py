@@ -56,11 +56,12 @@ class CropSampler:
         scale_range: (min, max) scale factor s; the crop covers tile/s source pixels. (1, 1) = off.
         augment_strength: 0..1, see :func:`build_augmentation`.
         seed: base seed; batch ``i`` of the run uses ``seed + i``, so a resumed run draws the same crops.
+        weights: relative chance of drawing from each raster (default: its area).
     """
 
     def __init__(self, rasters: list[Raster], tile: int, mean: list[float], std: list[float],
                  scale_range: tuple[float, float] = (0.5, 1.6), augment_strength: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, weights: list[float] | None = None) -> None:
         self.rasters = rasters
         self.tile = tile
         self.mean = np.asarray(mean, np.float32)[:, None, None]
@@ -69,7 +70,8 @@ class CropSampler:
         self.seed = seed
         self.augment = build_augmentation(rasters[0].image.shape[0], augment_strength)
         sizes = np.array([r.shape[0] * r.shape[1] for r in rasters], np.float64)
-        self.weights = sizes / sizes.sum()
+        w = sizes if weights is None else np.asarray(weights, np.float64)
+        self.weights = w / w.sum()
 
     def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One sample: (bands, tile, tile) float32 standardised and (tile, tile) int64 label (IGNORE kept)."""

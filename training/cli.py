@@ -55,6 +55,10 @@ def _add_fit(sub) -> None:
                    help="without --val-images: keep this share of rows of each training raster as validation")
     g.add_argument("--extra-images", type=Path, help="more training images (never held out in --folds)")
     g.add_argument("--extra-labels", type=Path, help="labels of --extra-images")
+    g.add_argument("--extra-scale", type=float, default=1.0,
+                   help="resample the extra rasters by this factor when read (0.5: 1 m pixels become 2 m)")
+    g.add_argument("--extra-share", type=float, default=0.5,
+                   help="share of training crops drawn from the extra rasters")
     g.add_argument("--bands", type=_int_list, help="1-based bands to read, e.g. 1,2,3 (default: all)")
     g.add_argument("--band-names", type=_str_list, help="names of those bands (default red,green,blue for 3)")
     g.add_argument("--input-scale", type=float, default=255.0, help="raw values are divided by this first")
@@ -71,15 +75,16 @@ def _add_fit(sub) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, type=Path,
                    help="run folder (checkpoints, metrics.csv, curves.png)")
-    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--epochs", type=int, default=20, help="epochs (an epoch = --steps-per-epoch steps)")
     g.add_argument("--steps-per-epoch", type=int, default=50, help="optimizer steps per epoch")
     g.add_argument("--max-steps", type=int, help="stop after this many steps in all (smoke runs)")
     g.add_argument("--tile", type=int, default=256, help="crop size in px (multiple of 32)")
     g.add_argument("--overlap", type=int, default=32, help="tile overlap in px for whole-raster evaluation")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=8, help="crops per optimizer step")
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--schedule", choices=("onecycle", "cosine", "constant"), default="onecycle")
+    g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    g.add_argument("--schedule", choices=("onecycle", "cosine", "constant"), default="onecycle",
+                   help="learning-rate schedule over epochs x steps-per-epoch")
     g.add_argument("--patience", type=int, default=0,
                    help="early stop after this many epochs without a better validation Dice (0 = off)")
     g.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice term (CE weight is 1)")
@@ -90,9 +95,10 @@ def _add_fit(sub) -> None:
     g.add_argument("--augment", type=float, default=1.0, help="photometric augmentation strength 0..1")
     g.add_argument("--folds", type=int,
                    help="cross-validate: K spatial folds (K = number of rasters: leave one raster out)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = CUDA when torch sees a GPU (with mixed precision), else CPU")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, crops and augmentation")
     g.add_argument("--resume", help="continue from a last.pt of the same run")
 
 
@@ -127,17 +133,19 @@ def _add_ensemble(sub) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="cross-validation folders (with cv_summary.json)")
     p.add_argument("--labels", required=True, type=Path, help="label folder of the cross-validated rasters")
     p.add_argument("--images", type=Path, help="image folder (only to pair labels by name)")
-    p.add_argument("--fusion", choices=("mean", "vote"), default="mean")
-    p.add_argument("--ignore-value", type=int)
+    p.add_argument("--fusion", choices=("mean", "vote"), default="mean",
+                   help="mean of probabilities, or majority vote of the members' masks")
+    p.add_argument("--ignore-value", type=int, help="label value excluded from the metrics")
     p.add_argument("--out", required=True, type=Path, help="folder for ensemble_cv.json / ensemble_cv.md")
     p = sub.add_parser("build-ensemble", help="write an ensemble.json over exported ONNX members",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("members", nargs="+", type=Path, help=".onnx members (paths stored relative to --out)")
     p.add_argument("--out", required=True, type=Path, help="ensemble.json to write")
-    p.add_argument("--name", default="cropland-default")
-    p.add_argument("--description", default="")
-    p.add_argument("--fusion", choices=("mean", "vote"), default="mean")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--name", default="cropland-default", help="ensemble name")
+    p.add_argument("--description", default="", help="one-paragraph description for users")
+    p.add_argument("--fusion", choices=("mean", "vote"), default="mean",
+                   help="mean of probabilities, or majority vote of the members' masks")
+    p.add_argument("--threshold", type=float, default=0.5, help="cropland probability threshold")
     p.add_argument("--weights", type=lambda t: [float(v) for v in t.split(",")],
                    help="member weights, comma-separated (default 1 each)")
     p.add_argument("--metrics", type=Path, help="ensemble_cv.json whose metrics go into ensemble.json")
@@ -145,7 +153,10 @@ def _add_ensemble(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m training``."""
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m training",
+                                     description="Train, cross-validate and export Cropland Extractor's "
+                                                 "segmentation models; `python -m training COMMAND --help` "
+                                                 "documents each command.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fit(sub)
@@ -156,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_fit(args: argparse.Namespace) -> int:
     """The ``fit`` command; returns the exit status."""
-    from .data import channel_stats, load_pairs, pair_files, split_strip
+    from .data import channel_stats, load_pairs, pair_files, rescale, split_strip
     from .loop import FitConfig, fit
     from .models import build_model
 
@@ -176,6 +187,11 @@ def run_fit(args: argparse.Namespace) -> int:
     train = load_pairs(pair_files(args.images, args.labels), **read)
     val = load_pairs(pair_files(args.val_images, args.val_labels), **read) if args.val_images else []
     extra = load_pairs(pair_files(args.extra_images, args.extra_labels), **read) if args.extra_images else []
+    if not 0.05 <= args.extra_scale <= 4:
+        raise DataError(f"--extra-scale must lie in [0.05, 4], got {args.extra_scale}.")
+    extra = [rescale(r, args.extra_scale) for r in extra]
+    if not 0 <= args.extra_share < 1:
+        raise DataError(f"--extra-share must lie in [0, 1), got {args.extra_share}.")
     for r in val + extra:
         if r.image.shape[0] != train[0].image.shape[0]:
             raise DataError(f"{r.image_path} has {r.image.shape[0]} band(s), the training images "
@@ -195,7 +211,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.val_fraction > 0 and not val:
         parts = [split_strip(r, args.val_fraction) for r in train]
         train, val = [p[0] for p in parts], [p[1] for p in parts]
-    summary = fit(cfg, train + extra, val)
+    summary = fit(cfg, train, val, extra=extra)
     print(f"done: best epoch {summary['best_epoch']} of {summary['epochs_done']}; {args.out / 'best.pt'}")
     return 0
 

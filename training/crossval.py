@@ -66,7 +66,7 @@ def cross_validate(cfg: FitConfig, rasters: list[Raster], k: int, val_fraction: 
         test = [rasters[i] for i in held]
         log(f"fold {fold}/{k}: hold out {', '.join(r.name for r in test)}")
         fold_cfg = replace(cfg, out=str(out / f"fold_{fold}"), resume=None)
-        summary = fit(fold_cfg, train + (extra or []), val, test, log=log)
+        summary = fit(fold_cfg, train, val, test, log=log, extra=extra)
         for name, m in summary["test"].items():
             rows.append({"fold": fold, "raster": name, **{k2: m[k2] for k2 in COLUMNS}})
         write_rows(out / "cv_metrics.csv", rows)

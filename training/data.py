@@ -242,3 +242,21 @@ def split_strip(raster: Raster, fraction: float) -> tuple[Raster, Raster]:
     bottom = Raster(raster.name + "_val", raster.image[:, cut:], raster.label[cut:], raster.image_path,
                     raster.label_path, raster.resolution_m)
     return top, bottom
+
+
+def rescale(raster: Raster, factor: float) -> Raster:
+    """Resample a raster by ``factor`` (0.5 halves width and height: 1 m pixels become 2 m).
+
+    Images use area averaging when shrinking (bilinear when enlarging), labels nearest neighbour.
+    """
+    import cv2
+
+    if factor == 1:
+        return raster
+    h, w = raster.shape
+    size = (max(round(w * factor), 1), max(round(h * factor), 1))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    image = np.stack([cv2.resize(b, size, interpolation=interp) for b in raster.image])
+    label = cv2.resize(raster.label, size, interpolation=cv2.INTER_NEAREST)
+    res = raster.resolution_m / factor if raster.resolution_m else None
+    return Raster(raster.name, image, label, raster.image_path, raster.label_path, res)

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class FitConfig:
     name: str | None = None
     images: str | None = None
     labels: str | None = None
+    extra_share: float = 0.5
 
 
 def resolve_device(device: str) -> torch.device:
@@ -139,8 +141,9 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: FitConfig, total: int):
     raise TrainingError(f"--schedule must be onecycle, cosine or constant, got {cfg.schedule!r}.")
 
 
-def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any]) -> ModelMetadata:
-    """The :class:`ModelMetadata` a model trained with ``cfg`` on ``train`` carries."""
+def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any],
+                   extra: list[Raster] | None = None) -> ModelMetadata:
+    """The :class:`ModelMetadata` a model trained with ``cfg`` on ``train`` (+ ``extra``) carries."""
     n = train[0].image.shape[0]
     bands = cfg.bands or list(range(1, n + 1))
     names = cfg.band_names or (["red", "green", "blue"] if n == 3 else [f"band{b}" for b in bands])
@@ -156,7 +159,9 @@ def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any])
         tile_size=cfg.tile,
         overlap=cfg.overlap,
         resolution_m=cfg.resolution_m,
-        training_data=[r.name for r in train],
+        training_data=[r.name for r in train] + [
+            f"{n} extra raster(s) from {folder}" for folder, n in
+            sorted(Counter(str(r.image_path.parent) for r in extra or []).items())],
         metrics=metrics,
         extra={"width": cfg.width, "decoder_channels": cfg.decoder_channels, "size_multiple": SIZE_MULTIPLE},
     )
@@ -176,7 +181,7 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
-        test: list[Raster] | None = None, log=print) -> dict[str, Any]:
+        test: list[Raster] | None = None, log=print, extra: list[Raster] | None = None) -> dict[str, Any]:
     """Train one model; returns the summary written to ``summary.json``.
 
     Args:
@@ -185,6 +190,7 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
             without them ``best.pt`` is the last epoch. test: rasters only reported (cross-validation
             hold-out).
         log: receives progress lines.
+        extra: more training rasters (other sources); ``cfg.extra_share`` of the crops come from them.
 
     Raises:
         Interrupted: on Ctrl-C, after keeping ``last.pt``/``best.pt`` of the last completed epoch.
@@ -230,11 +236,18 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
         sched.load_state_dict(ck["scheduler"])
         state.update({k: ck[k] for k in state})
         log(f"resumed from {cfg.resume} at epoch {state['epoch']}, step {state['step']}")
-    sampler = CropSampler(train, cfg.tile, cfg.mean, cfg.std, (cfg.scale_min, cfg.scale_max), cfg.augment,
-                          cfg.seed)
+    extra = extra or []
+    weights = None
+    if extra:
+        areas = [float(r.label.size) for r in train], [float(r.label.size) for r in extra]
+        weights = ([(1 - cfg.extra_share) * a / sum(areas[0]) for a in areas[0]]
+                   + [cfg.extra_share * a / sum(areas[1]) for a in areas[1]])
+    sampler = CropSampler(train + extra, cfg.tile, cfg.mean, cfg.std, (cfg.scale_min, cfg.scale_max),
+                          cfg.augment, cfg.seed, weights)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.arch}: {n_params / 1e6:.2f} M parameters on {device}; {len(train)} training raster(s), "
-        f"{len(val)} validation, {len(test)} test; {total} steps of {cfg.batch_size} x {cfg.tile} px")
+        f"{len(extra)} extra, {len(val)} validation, {len(test)} test; "
+        f" {total} steps of {cfg.batch_size} x {cfg.tile} px")
 
     def payload(metadata: ModelMetadata) -> dict[str, Any]:
         return {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
@@ -279,7 +292,7 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
             else:
                 state["bad_epochs"] += 1
             metrics = {k[4:]: round(v, 5) for k, v in row.items() if k.startswith("val_")}
-            meta = build_metadata(cfg, train, metrics)
+            meta = build_metadata(cfg, train, metrics, extra)
             save_checkpoint(out / "last.pt", payload(meta))
             if improved:
                 save_checkpoint(out / "best.pt", payload(meta))
@@ -299,7 +312,7 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
     summary: dict[str, Any] = {"arch": cfg.arch, "best_epoch": state["best_epoch"],
                                "epochs_done": state["epoch"], "steps": state["step"],
                                "seconds": round(time.time() - t_start, 1),
-                               "parameters": n_params, "train": [r.name for r in train],
+                               "parameters": n_params, "train": [r.name for r in train + extra],
                                "val": [r.name for r in val], "test": {}}
     for r in test:
         m, probs = evaluate(model, [r], cfg, device, keep=True)
