@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -211,13 +212,27 @@ def engine_errors(errors_module, outputs: list[str] | None = None) -> Iterator[N
         raise QgsProcessingException(message) from exc
     except errors_module.CroplandError as exc:
         _cleanup(outputs)
-        raise QgsProcessingException(str(exc)) from exc
+        raise QgsProcessingException(plugin_wording(str(exc))) from exc
     except QgsProcessingException:
         _cleanup(outputs)
         raise
     except MemoryError as exc:
         _cleanup(outputs)
         raise QgsProcessingException("Out of memory: try a smaller TILE_SIZE, or split the raster.") from exc
+
+
+# The engine's messages name its command-line options; in QGIS the same settings are algorithm parameters.
+CLI_TO_PARAMETER = {"--bands": "BANDS", "--pixel-size": "PIXEL_SIZE", "--tile-size": "TILE_SIZE",
+                    "--overlap": "OVERLAP", "--threshold": "THRESHOLD", "--model": "MODEL", "--device": "DEVICE",
+                    "--min-area": "MIN_AREA", "--max-hole": "MAX_HOLE", "--simplify": "SIMPLIFY", "--tta": "TTA",
+                    "--stretch": "STRETCH"}
+
+
+def plugin_wording(message: str) -> str:
+    """Replace the engine CLI's option names in ``message`` by the algorithm's parameter names."""
+    for option, parameter in CLI_TO_PARAMETER.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", parameter, message)
+    return message
 
 
 def _cleanup(outputs: list[str] | None) -> None:

@@ -6,6 +6,7 @@ these packages is installed. :func:`require` is called at the top of ``processAl
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -116,12 +117,74 @@ def missing_modules(modules: dict[str, str] | None = None, try_import: bool = Tr
     for module, dist in (modules or RUNTIME_MODULES).items():
         try:
             if try_import:
-                importlib.import_module(module)
+                import_native(module)
             elif sys.modules.get(module, ...) is None or importlib.util.find_spec(module) is None:
                 raise ImportError(f"No module named '{module}'")
         except Exception as exc:  # a broken package raises anything, not only ImportError
             found.append(Missing(module, dist, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     return found
+
+
+# Binary wheels that bundle their own GDAL, GEOS, PROJ, libtiff... (renamed files, same symbol names).
+NATIVE_PACKAGES = ("shapely", "rasterio", "pyogrio", "pyproj", "cv2", "onnxruntime")
+
+
+def import_native(module: str):
+    """Import ``module``; for the binary wheels of :data:`NATIVE_PACKAGES`, bind them to their own libraries.
+
+    QGIS Desktop and qgis_process on Linux are linked against the system GDAL, GEOS and PROJ, so those
+    libraries sit in the process's global symbol scope, and a wheel's extension modules loaded the default way
+    resolve GDAL/GEOS/PROJ calls to QGIS's copies instead of the ones they were built with (shapely 2 then
+    fails with "WKB output dimension must be 2 or 3" and the heap gets corrupted). Loading every extension
+    module of those packages with ``RTLD_DEEPBIND`` makes each look up its bundled libraries first.
+    Packages imported before (by another plugin) are left as they are.
+    """
+    top = module.split(".")[0]
+    deep = getattr(os, "RTLD_DEEPBIND", 0)
+    if top not in NATIVE_PACKAGES or top in sys.modules or not deep or not sys.platform.startswith("linux"):
+        return importlib.import_module(module)
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(os.RTLD_NOW | deep)
+    try:
+        package = importlib.import_module(top)
+        for name in _extension_modules(package):
+            # An optional part of the package (one needing a missing extra) may not import.
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+        return importlib.import_module(module)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def library_versions() -> str:
+    """One line naming the GDAL, GEOS and PROJ the imported wheels actually run with (for the log)."""
+    parts = []
+    for module, attribute, label in (("rasterio", "__gdal_version__", "rasterio GDAL"),
+                                     ("shapely", "geos_version_string", "shapely GEOS"),
+                                     ("pyproj", "proj_version_str", "pyproj PROJ"),
+                                     ("onnxruntime", "__version__", "onnxruntime")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            parts.append(f"{label} {getattr(loaded, attribute, '?')}")
+    return ", ".join(parts)
+
+
+def _extension_modules(package) -> list[str]:
+    """Dotted names of the compiled extension modules inside ``package`` (not its tests)."""
+    import importlib.machinery
+
+    folder = Path(getattr(package, "__file__", "") or "").parent
+    if not getattr(package, "__path__", None) or not folder.is_dir():
+        return []
+    names = []
+    for path in sorted(folder.rglob("*")):
+        suffix = next((s for s in importlib.machinery.EXTENSION_SUFFIXES if path.name.endswith(s)), None)
+        relative = path.relative_to(folder).parts
+        if suffix and "tests" not in relative and all(p.isidentifier() for p in relative[:-1]):
+            stem = path.name[: -len(suffix)]
+            if stem.isidentifier():
+                names.append(".".join((package.__name__, *relative[:-1], stem)))
+    return names
 
 
 def missing_message(missing: list[Missing], kind: str = "runtime") -> str:

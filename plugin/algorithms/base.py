@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 from pathlib import Path
 
 from qgis.core import QgsProcessingAlgorithm
@@ -55,3 +56,16 @@ class CroplandAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
+
+    def checkParameterValues(self, parameters, context):
+        """QGIS's check, with a clearer message for an existing file that is not a layer QGIS can open."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            for definition in self.parameterDefinitions():
+                value = parameters.get(definition.name())
+                if (definition.type() in ("raster", "layer", "source", "vector") and isinstance(value, str)
+                        and os.path.isfile(value) and definition.name() in message):
+                    kind = "raster" if definition.type() == "raster" else "layer"
+                    return False, (f"{definition.name()}: '{value}' is not a {kind} QGIS can open "
+                                   "(the file exists, but no data provider reads it).")
+        return ok, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from qgis.core import (
     QgsProcessing,
@@ -25,6 +26,8 @@ from ..styles import FIELDS_QML, MASK_QML, PROBABILITY_QML, StylePostProcessor
 from .base import CroplandAlgorithm
 
 DEVICES = [("auto", "Automatic (CUDA GPU when usable, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA GPU")]
+STRETCHES = [("auto", "Automatic (only when the values do not match the model's range)"), ("none", "None"),
+             ("percentile", "Always (2-98 % per band)")]
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 
@@ -46,8 +49,9 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         "<b>Device</b>: Automatic uses a CUDA GPU when one is usable and says so in the log.<br><br>"
         "Advanced: tile size and overlap (pixels; empty = the model's), probability threshold (empty = the "
         "model's), minimum field area and maximum hole area to fill (m²), simplification tolerance (m), pixel "
-        "size (m, only for rasters without a CRS, e.g. 2 for ZY-3 tiles) and test-time augmentation (8 flipped "
-        "and rotated views; slower, smoother).<br><br>"
+        "size (m, only for rasters without a CRS, e.g. 2 for ZY-3 tiles), test-time augmentation (8 flipped "
+        "and rotated views; slower, smoother) and the value stretch (automatic: 16-bit or reflectance data is "
+        "stretched onto an 8-bit model's range, and the log says so).<br><br>"
         "Outputs: the field polygons; optionally a cropland mask (1 cropland, 0 other, 255 nodata) and a "
         "probability raster; an HTML report; and the cropland area, valid area (m²), cropland ratio and field "
         "count as numbers for models and batch runs. Layers that are not plain raster files (for example "
@@ -68,6 +72,7 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
     SIMPLIFY = "SIMPLIFY"
     PIXEL_SIZE = "PIXEL_SIZE"
     TTA = "TTA"
+    STRETCH = "STRETCH"
     OUTPUT = "OUTPUT"
     OUTPUT_MASK = "OUTPUT_MASK"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
@@ -103,6 +108,8 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
             QgsProcessingParameterNumber(self.PIXEL_SIZE, tr("Pixel size (m), only for rasters without a CRS"),
                                          QgsProcessingParameterNumber.Double, None, True, 0.0),
             QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (8 views; slower)"), False),
+            QgsProcessingParameterEnum(self.STRETCH, tr("Stretch values onto the model's range"),
+                                       [tr(label) for _, label in STRETCHES], defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -148,6 +155,7 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
             "simplify_m": self.parameterAsDouble(parameters, self.SIMPLIFY, context),
             "pixel_size_m": adapters.optional_number(self, parameters, self.PIXEL_SIZE, context) or None,
             "tta": self.parameterAsBool(parameters, self.TTA, context),
+            "stretch": STRETCHES[self.parameterAsEnum(parameters, self.STRETCH, context)][0],
         }
         with adapters.engine_errors(errors):
             options = options_module.ExtractOptions(**settings)
@@ -162,6 +170,7 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         outputs = options_module.OutputPaths(vector=vector, mask=mask, probability=probability, overwrite=True)
         new_files = [p for p in (vector, mask, probability, html) if p and not os.path.exists(p)]
 
+        feedback.pushInfo(f"Python {sys.version.split()[0]}; {deps.library_versions()}")
         feedback.pushInfo(f"Model: {model or 'shipped default ensemble (' + str(api.DEFAULT_MODEL) + ')'}")
         progress, is_cancelled, log = adapters.feedback_callbacks(feedback)
         with adapters.engine_errors(errors, new_files), \

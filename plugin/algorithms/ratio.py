@@ -61,7 +61,8 @@ class CroplandRatioAlgorithm(CroplandAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.POLYGONS, tr("Cropland polygons (optional; measured on the raster's grid)"),
             [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterBand(self.BAND, tr("Mask band"), 1, self.INPUT))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, tr("Mask band (default 1)"), 1, self.INPUT,
+                                                     optional=True))
         pixel = QgsProcessingParameterNumber(self.PIXEL_SIZE, tr("Pixel size (m), only for rasters without a CRS"),
                                              QgsProcessingParameterNumber.Double, None, True, 0.0)
         pixel.setFlags(pixel.flags() | QgsProcessingParameterDefinition.FlagAdvanced)

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+import warnings
 from pathlib import Path
 
 import pytest
@@ -121,9 +122,11 @@ def build_tiny_onnx(path: Path, bands: int = 3, tile_size: int = 64, overlap: in
                          training_data="none: a hand-set test model")
     model = GreenMinusRed().eval()
     dummy = torch.zeros(1, bands, tile_size, tile_size)
-    torch.onnx.export(model, dummy, str(path), input_names=["input"], output_names=["output"], opset_version=17,
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}},
-                      dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, dummy, str(path), input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}})
     proto = onnx.load(str(path))
     for key, value in meta.to_onnx_props().items():
         entry = proto.metadata_props.add()
@@ -158,6 +161,8 @@ def qgis_process_json(args: list[str], config_dir: Path, plugins_dir: Path | Non
     proc = run_qgis_process(["--json", *args], config_dir, plugins_dir, **kwargs)
     assert proc.returncode == 0, (
         f"qgis_process failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    for sign in ("corrupted", "double free", "munmap_chunk", "Segmentation fault", "Traceback"):
+        assert sign not in proc.stderr, proc.stderr[-3000:]
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
@@ -167,3 +172,32 @@ def shared_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not available (the shared data folder ../shared/data is absent)")
     return path
+
+
+def field_polygons_layer(fields=FIELDS, crs: str = "EPSG:32633", name: str = "fields"):
+    """A memory polygon layer with the rectangles of ``fields`` (in ``crs``, reprojected from EPSG:32633)."""
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsFeature,
+        QgsGeometry,
+        QgsProject,
+        QgsRectangle,
+        QgsVectorLayer,
+    )
+
+    layer = QgsVectorLayer(f"Polygon?crs={crs}&field=name:string", name, "memory")
+    transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32633"),
+                                       QgsCoordinateReferenceSystem(crs), QgsProject.instance())
+    features = []
+    for i, (r, c, h, w) in enumerate(fields):
+        x0, y1 = 500000.0 + c * PIXEL_M, 5000000.0 - r * PIXEL_M
+        geometry = QgsGeometry.fromRect(QgsRectangle(x0, y1 - h * PIXEL_M, x0 + w * PIXEL_M, y1))
+        geometry.transform(transform)
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(geometry)
+        feature["name"] = f"field {i + 1}"
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    return layer

@@ -41,10 +41,11 @@ def test_extract_parameters_and_outputs(provider):
     alg = QgsApplication.processingRegistry().algorithmById("cropland:extractcropland")
     params = {p.name(): p for p in alg.parameterDefinitions()}
     assert set(params) == {"INPUT", "BANDS", "MODEL", "DEVICE", "TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA",
-                           "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA", "OUTPUT", "OUTPUT_MASK",
+                           "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA", "STRETCH", "OUTPUT", "OUTPUT_MASK",
                            "OUTPUT_PROBABILITY", "OUTPUT_HTML"}
     advanced = {n for n, p in params.items() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA", "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA"}
+    assert advanced == {"TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA", "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA",
+                        "STRETCH"}
     assert params["DEVICE"].options()[1:] == ["CPU", "CUDA GPU"]
     assert params["OUTPUT_MASK"].flags() & QgsProcessingParameterDefinition.FlagOptional
     outputs = {o.name(): o.type() for o in alg.outputDefinitions()}
