@@ -214,6 +214,27 @@ def require(kind: str = "runtime") -> None:
     missing = missing_modules(modules, try_import=kind != "train")  # importing torch only to check is too slow
     if missing:
         raise QgsProcessingException(missing_message(missing, "train" if kind == "train" else "runtime"))
+    if kind != "train":
+        check_geos()
+
+
+def check_geos() -> None:
+    """Refuse to run when shapely calls QGIS's GEOS instead of its own (see :func:`import_native`).
+
+    That happens when another plugin imported shapely before this one could bind it to its bundled GEOS.
+    """
+    shapely = sys.modules.get("shapely")
+    if shapely is None:
+        return
+    try:
+        shapely.to_wkb(shapely.Point(0.0, 0.0))
+    except Exception as exc:
+        raise QgsProcessingException(
+            f"shapely {shapely.__version__} was loaded before Cropland Extractor (by another plugin or script) "
+            f"and now calls QGIS's own GEOS library instead of its bundled GEOS {shapely.geos_version_string} "
+            f"({exc}). Restart QGIS and run Cropland Extractor before the tool that loads shapely, or install "
+            "a shapely built against the system GEOS (pip install --no-binary shapely shapely)."
+        ) from exc
 
 
 def import_engine(submodule: str):

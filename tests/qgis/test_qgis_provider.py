@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import subprocess
 import sys
 import textwrap
@@ -174,8 +175,6 @@ def _write_blocker(folder):
 
 
 def _run_system_python(script: str, blocker) -> subprocess.CompletedProcess:
-    import os
-
     if not os.path.exists(SYSTEM_PYTHON):
         pytest.skip(f"{SYSTEM_PYTHON} (QGIS's Python) is absent")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -217,3 +216,59 @@ def test_install_dialog_runs_the_command(qgis_app):
     assert "pip says hello" in dialog.output.toPlainText()
     assert "Restart QGIS" in dialog.status_label.text()
     dialog.reject()
+
+
+def test_shapely_loaded_early_on_qgis_geos_is_refused_clearly(tmp_path, plugins_dir, data_dir, tiny_model):
+    """As in QGIS Desktop: QGIS's GEOS in the global symbol scope, shapely imported by someone else first."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)  # what linking qgis.bin to libqgis_core amounts to
+        from qgis.core import QgsApplication, QgsProcessingException
+        sys.setdlopenflags(os.RTLD_NOW)
+        import shapely  # another plugin, the default way: bound to QGIS's GEOS
+        app = QgsApplication([], False); app.initQgis()
+        sys.path.append('/usr/share/qgis/python/plugins')
+        from processing.core.Processing import Processing
+        Processing.initialize()
+        import processing, qgis.utils
+        sys.path.insert(0, {str(plugins_dir)!r}); qgis.utils.plugin_paths.insert(0, {str(plugins_dir)!r})
+        qgis.utils.updateAvailablePlugins()
+        qgis.utils.loadPlugin({PLUGIN_NAME!r}); qgis.utils.startProcessingPlugin({PLUGIN_NAME!r})
+        try:
+            processing.run('cropland:extractcropland', {{'INPUT': {str(data_dir / 'rgb_a.tif')!r},
+                           'MODEL': {str(tiny_model)!r}, 'OUTPUT': {str(tmp_path / 'fields.gpkg')!r}}})
+        except QgsProcessingException as exc:
+            print('MESSAGE', exc)
+        os._exit(0)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert "MESSAGE" in proc.stdout, proc.stdout + proc.stderr
+    assert "was loaded before Cropland Extractor" in proc.stdout
+    assert not (tmp_path / "fields.gpkg").exists()
+
+
+def test_the_install_command_resolves_for_qgis_python(plugins_dir):
+    """The exact pip command offered for QGIS's own Python resolves (pip --dry-run: nothing is installed)."""
+    import json
+
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"{SYSTEM_PYTHON} (QGIS's Python) is absent")
+    script = (f"import json, sys; sys.path.insert(0, {str(plugins_dir)!r})\n"
+              f"from {PLUGIN_NAME}.plugin import deps\nprint(json.dumps(deps.install_args('runtime')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    args = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert args[0] == SYSTEM_PYTHON and args[1:4] == ["-m", "pip", "install"]
+    pip = subprocess.run([*args, "--dry-run"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    offline = ("NewConnectionError", "Network is unreachable", "Temporary failure in name resolution")
+    if pip.returncode != 0 and any(s in pip.stdout + pip.stderr for s in offline):
+        pytest.skip("no package index reachable")
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    assert "Would install" in pip.stdout or "already satisfied" in pip.stdout
+    assert "numpy-2" not in pip.stdout
