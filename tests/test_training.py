@@ -313,6 +313,16 @@ def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
     iou = np.sum(pred & ref) / np.sum(pred | ref)
     assert result["ensemble"]["rows"][0]["iou"] == pytest.approx(iou)
     assert "| Data1 |" in (tmp_path / "ens" / "ensemble_cv.md").read_text()
+    # the same folds scored through the engine (ONNX export, engine tiling/blending) agree closely
+    code = main(["evaluate-ensemble", *map(str, runs), "--labels", str(synthetic[1]), "--images",
+                 str(synthetic[0]), "--engine", "--threads", "2", "--out", str(tmp_path / "ens_engine")])
+    assert code == 0
+    engine_result = json.loads((tmp_path / "ens_engine" / "ensemble_cv.json").read_text())
+    assert (tmp_path / "ens_engine" / "onnx" / "unet" / "fold_3.onnx").is_file()
+    for name in ("fcn_se_resnet50", "unet"):
+        torch_iou = result["members"][name]["mean"]["iou"]
+        assert engine_result["members"][name]["mean"]["iou"] == pytest.approx(torch_iou, abs=0.05)
+    assert engine_result["ensemble"]["mean"]["iou"] == pytest.approx(result["ensemble"]["mean"]["iou"], abs=0.05)
 
 
 # --- export, parity, metadata, engine ---------------------------------------------------------------------------

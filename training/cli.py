@@ -132,7 +132,11 @@ def _add_ensemble(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="cross-validation folders (with cv_summary.json)")
     p.add_argument("--labels", required=True, type=Path, help="label folder of the cross-validated rasters")
-    p.add_argument("--images", type=Path, help="image folder (only to pair labels by name)")
+    p.add_argument("--images", type=Path, help="image folder of the cross-validated rasters (for --engine)")
+    p.add_argument("--engine", action="store_true",
+                   help="export every fold's model to ONNX and score it through the engine (the shipped "
+                        "inference path) instead of the saved PyTorch predictions")
+    p.add_argument("--threads", type=int, help="CPU threads for --engine (default: all)")
     p.add_argument("--fusion", choices=("mean", "vote"), default="mean",
                    help="mean of probabilities, or majority vote of the members' masks")
     p.add_argument("--ignore-value", type=int, help="label value excluded from the metrics")

@@ -93,6 +93,59 @@ def evaluate_cv_ensemble(runs: list[Path], labels_dir: Path, fusion: str = "mean
     return {"fusion": fusion, "members": members, "ensemble": summarise(rows)}
 
 
+def evaluate_cv_with_engine(runs: list[Path], images_dir: Path, labels_dir: Path, out: Path,
+                            fusion: str = "mean", fp16: bool = True, threads: int | None = None,
+                            ignore_value: int | None = None, log=print) -> dict[str, Any]:
+    """Like :func:`evaluate_cv_ensemble`, but through the shipped inference path.
+
+    Every fold's ``last.pt`` is exported to ONNX (``out/onnx/<run>/fold_<k>.onnx``, fp16 weights by default)
+    and run by the engine (:func:`engine.api.extract_array`: its tiling, blending and normalisation) on the
+    held-out raster, alone and fused in one ``ensemble.json`` per fold. Scores use the fused probability >= 0.5
+    (no post-processing). Returns the same structure as :func:`evaluate_cv_ensemble`.
+    """
+    import rasterio
+
+    from engine.api import ExtractOptions, extract_array, load_model
+
+    from .data import pair_files
+    from .export import export_checkpoint
+
+    images = {img.stem: img for img, _ in pair_files(images_dir, labels_dir)}
+    labels = _labels_by_name(labels_dir)
+    summaries = {Path(r).name: json.loads((Path(r) / "cv_summary.json").read_text()) for r in runs}
+    held = sorted({(row["fold"], row["raster"]) for s in summaries.values() for row in s["rows"]})
+    options = ExtractOptions(device="cpu", backend="onnx", threads=threads, opening_px=0)
+    member_rows: dict[str, list] = {name: [] for name in summaries}
+    rows = []
+    for fold, raster in held:
+        paths = []
+        for run in runs:
+            onnx_path = out / "onnx" / Path(run).name / f"fold_{fold}.onnx"
+            if not onnx_path.is_file():
+                export_checkpoint(Path(run) / f"fold_{fold}" / "last.pt", onnx_path, fp16=fp16,
+                                  parity_image=images[raster])
+            paths.append(onnx_path)
+        write_ensemble_json(out / "onnx" / f"fold_{fold}.ensemble.json", paths, f"fold {fold}", fusion=fusion)
+        with rasterio.open(images[raster]) as ds:
+            raw = ds.read()
+        ref = read_label(labels[raster], ignore_value)
+        valid = ref != IGNORE
+        targets = [(Path(r).name, p) for r, p in zip(runs, paths, strict=True)]
+        targets.append(("ensemble", out / "onnx" / f"fold_{fold}.ensemble.json"))
+        for name, model_path in targets:
+            _, prob, _ = extract_array(raw, load_model(model_path, options), options=options)
+            pred = np.nan_to_num(prob, nan=0.0) >= 0.5
+            m = pixel_metrics(pred, ref == 1, valid)
+            m["boundary_f1"] = boundary_f1(pred, ref == 1, 2, valid)["f1"]
+            row = {"fold": fold, "raster": raster, **{k: m[k] for k in COLUMNS}}
+            (rows if name == "ensemble" else member_rows[name]).append(row)
+        log(f"fold {fold} ({raster}): ensemble IoU {rows[-1]['iou']:.4f}; members "
+            + ", ".join(f"{n} {member_rows[n][-1]['iou']:.4f}" for n in member_rows))
+    members = {name: {"arch": summaries[name]["arch"], **summarise(r)} for name, r in member_rows.items()}
+    return {"fusion": fusion, "inference": "engine (ONNX Runtime, fp16 weights)" if fp16 else "engine (ONNX)",
+            "members": members, "ensemble": summarise(rows)}
+
+
 def markdown_table(result: dict[str, Any], metric: str = "iou") -> str:
     """Per-raster and mean ``metric`` of each member and the ensemble as a Markdown table."""
     rows = result["ensemble"]["rows"]
@@ -157,7 +210,13 @@ def write_ensemble_json(path: str | Path, members: list[str | Path], name: str, 
 
 def run_evaluate_ensemble(args) -> int:
     """The ``evaluate-ensemble`` command; returns the exit status."""
-    result = evaluate_cv_ensemble(args.runs, args.labels, args.fusion, 0.5, args.ignore_value)
+    if args.engine:
+        if args.images is None:
+            raise DataError("--engine needs --images (the cross-validated images).")
+        result = evaluate_cv_with_engine(args.runs, args.images, args.labels, args.out, args.fusion,
+                                         threads=args.threads, ignore_value=args.ignore_value)
+    else:
+        result = evaluate_cv_ensemble(args.runs, args.labels, args.fusion, 0.5, args.ignore_value)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ensemble_cv.json").write_text(json.dumps(result, indent=2))
     tables = "\n\n".join(f"{m.upper()}\n\n{markdown_table(result, m)}" for m in ("iou", "f1"))

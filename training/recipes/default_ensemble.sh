@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Rebuilds the shipped default ensemble (resources/models/) and its cross-validation numbers (MODEL_CARD.md).
+#
+#   bash training/recipes/default_ensemble.sh [SHARED_DATA_DIR] [WORK_DIR]
+#
+# SHARED_DATA_DIR defaults to ../shared/data beside the repository; WORK_DIR (scratch, git-ignored) to runs/.
+# On 2 CPU cores the whole recipe takes about 1.5 hours (each of the 21 trainings 3-4 minutes); with a GPU add
+# --device cuda (mixed precision) and it takes minutes. Steps:
+#   1. leave-one-tile-out cross-validation of the three members on the six contest tiles;
+#   2. fusion of their held-out probabilities (ensemble metrics);
+#   3. the three members trained on all six tiles with the same settings;
+#   4. fp16-weight ONNX export (with a parity check) and ensemble.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:-../shared/data}
+WORK=${2:-runs}
+PY=${PYTHON:-.venv/bin/python}
+D=$DATA/mathorcup2020_cropland/train
+COMMON=(--images "$D/images" --labels "$D/labels" --epochs 8 --steps-per-epoch 25 --tile 224 --batch-size 8
+        --lr 2e-3 --resolution-m 2 --seed 0)
+declare -A ARCH=(
+  [fcn_se_resnet50_w24]="--arch fcn_se_resnet50 --width 24"
+  [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2"
+  [unet_mobilenet_v2]="--arch smp:Unet:mobilenet_v2 --decoder-channels 128,64,32,16,16"
+)
+NAMES=(fcn_se_resnet50_w24 linknet_mobilenet_v2 unet_mobilenet_v2)
+
+for name in "${NAMES[@]}"; do
+  # shellcheck disable=SC2086
+  $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --folds 6 --out "$WORK/cv/$name"
+done
+$PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels" --out "$WORK/cv/ensemble"
+
+for name in "${NAMES[@]}"; do
+  # shellcheck disable=SC2086
+  $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --out "$WORK/final/$name"
+  $PY -m training export "$WORK/final/$name/last.pt" --onnx "resources/models/$name.onnx" --fp16 \
+      --name "$name" --metrics "$WORK/cv/$name/cv_summary.json" --parity-image "$D/images/Data1.tif"
+done
+MEMBERS=()
+for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/$name.onnx"); done
+$PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/ensemble.json \
+    --name cropland-default-v1 --fusion mean --metrics "$WORK/cv/ensemble/ensemble_cv.json" \
+    --description "Mean of three small CNNs (FCN-1s SE-ResNet50, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles; see MODEL_CARD.md."
