@@ -12,7 +12,7 @@ equal to ``ignore_value`` are excluded from loss and metrics. In memory labels a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class Raster:
     image_path: Path
     label_path: Path
     resolution_m: float | None = None
-    valid_bbox: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -201,6 +200,20 @@ def channel_stats(rasters: list[Raster]) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
+def _centre_key(raster: Raster) -> tuple[float, float, str]:
+    """Sort key: (x, y) of the raster's centre when it has a CRS, else (0, 0); then its name."""
+    import rasterio
+
+    try:
+        with rasterio.open(raster.image_path) as ds:
+            if ds.crs is not None:
+                b = ds.bounds
+                return (b.left + b.right) / 2, (b.top + b.bottom) / 2, raster.name
+    except rasterio.errors.RasterioError:
+        pass
+    return 0.0, 0.0, raster.name
+
+
 def spatial_groups(rasters: list[Raster], k: int) -> list[list[int]]:
     """Split raster indices into ``k`` folds for cross-validation.
 
@@ -213,18 +226,7 @@ def spatial_groups(rasters: list[Raster], k: int) -> list[list[int]]:
         raise DataError(f"--folds must lie between 2 and the number of rasters ({n}), got {k}.")
     if k == n:
         return [[i] for i in range(n)]
-    keys = []
-    for i, r in enumerate(rasters):
-        try:
-            import rasterio
-
-            with rasterio.open(r.image_path) as ds:
-                b = ds.bounds
-                geo = ds.crs is not None
-            keys.append(((b.left + b.right) / 2, (b.top + b.bottom) / 2, r.name) if geo else (0, 0, r.name))
-        except Exception:  # ordering only: an unreadable CRS falls back to the name
-            keys.append((0, 0, r.name))
-        del i
+    keys = [_centre_key(r) for r in rasters]
     order = sorted(range(n), key=lambda i: keys[i])
     return [list(map(int, g)) for g in np.array_split(np.array(order), k)]
 

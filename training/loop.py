@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.metadata import ModelMetadata
-from engine.metrics import boundary_f1, pixel_metrics
+from engine.metrics import boundary_f1, metrics_from_counts, pixel_metrics
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IGNORE, Raster
@@ -122,8 +122,6 @@ def evaluate(model: torch.nn.Module, rasters: list[Raster], cfg: FitConfig, devi
         bf1.append(boundary_f1(prob >= 0.5, r.label == 1, 2, valid)["f1"])
         if keep:
             probs[r.name] = prob
-    from engine.metrics import metrics_from_counts
-
     out = metrics_from_counts(counts)
     out["boundary_f1"] = float(np.mean(bf1))
     out.update({k: float(v) for k, v in counts.items()})
