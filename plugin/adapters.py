@@ -216,6 +216,9 @@ def engine_errors(errors_module, outputs: list[str] | None = None) -> Iterator[N
     except QgsProcessingException:
         _cleanup(outputs)
         raise
+    except OSError as exc:  # a file the engine or the plugin could not read or write
+        _cleanup(outputs)
+        raise QgsProcessingException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
     except MemoryError as exc:
         _cleanup(outputs)
         raise QgsProcessingException("Out of memory: try a smaller TILE_SIZE, or split the raster.") from exc

@@ -98,8 +98,16 @@ def install_args(kind: str = "runtime", python: str | None = None) -> list[str]:
 
 
 def install_command(kind: str = "runtime", python: str | None = None) -> str:
-    """The pip command of :func:`install_args` as one line to paste into a terminal."""
-    return " ".join(_quote(a) for a in install_args(kind, python))
+    """The pip command of :func:`install_args` as one line to paste into a terminal.
+
+    For "gpu", onnxruntime-gpu replaces onnxruntime (both install the same package), so the CPU build is
+    uninstalled first.
+    """
+    command = " ".join(_quote(a) for a in install_args(kind, python))
+    if kind == "gpu":
+        uninstall = [python or python_executable(), "-m", "pip", "uninstall", "-y", "onnxruntime"]
+        command = " ".join(_quote(a) for a in uninstall) + " && " + command
+    return command
 
 
 def pip_available() -> bool:

@@ -177,13 +177,10 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
                 adapters.raster_file(layer, context, feedback) as path:
             result = api.extract(path, model=model, outputs=outputs, options=options, progress=progress,
                                  is_cancelled=is_cancelled, log=log, keep_fields=False)
-            report = result.to_report()
-            feedback.pushInfo(f"Ran {', '.join(result.models) or 'the model'} on {result.device}.")
-            stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.stage_seconds.items())
-            feedback.pushInfo(f"Stage times: {stages or 'n/a'}; total {result.seconds:.2f} s.")
             feedback.pushInfo(result.summary())
             if html:
-                report["input"] = layer.source() if path != layer.source() else report.get("input")
+                report = result.to_report()
+                report["input"] = layer.source()  # not the temporary copy, when there was one
                 shown = {k: (v if v is not None else "from the model") for k, v in settings.items()}
                 shown["model"] = model or "shipped default ensemble"
                 report_html.write(html, report_html.extraction_report(report, shown))

@@ -254,3 +254,22 @@ def test_extract_on_a_shared_contest_tile_without_crs(provider, tiny_model, tmp_
                       "OUTPUT": str(tmp_path / "fields.gpkg")})
     assert result["VALID_AREA_M2"] == pytest.approx(600 * 500 * 4.0, rel=0.01)
     assert 0.0 <= result["CROPLAND_RATIO"] <= 1.0
+
+
+def test_cuda_without_a_cuda_build_says_what_to_install(provider, tiny_model, data_dir, tmp_path):
+    """DEVICE=CUDA: runs on a CUDA build of onnxruntime, else stops naming onnxruntime-gpu and the command."""
+    import onnxruntime
+    from qgis.core import QgsProcessingException
+
+    params = {"INPUT": str(data_dir / "rgb_a.tif"), "MODEL": str(tiny_model), "DEVICE": 2,
+              "OUTPUT": str(tmp_path / "f.gpkg")}
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        feedback = RecordingFeedback.create()
+        extract(params, feedback)
+        assert any("cuda" in line.lower() for line in feedback.infos)
+        return
+    with pytest.raises(QgsProcessingException, match="CUDA") as info:
+        extract(params)
+    message = str(info.value)
+    assert "pip uninstall -y onnxruntime &&" in message and "gpu.txt" in message
+    assert not (tmp_path / "f.gpkg").exists()
