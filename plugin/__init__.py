@@ -1,0 +1,1 @@
+"""QGIS side of Cropland Extractor: the Processing provider, its algorithms and the QGIS <-> engine adapters."""

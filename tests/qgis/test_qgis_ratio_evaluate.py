@@ -131,3 +131,45 @@ def test_evaluate_two_polygon_layers_is_refused(provider):
 
     with pytest.raises(QgsProcessingException, match="raster"):
         run("evaluate", {"PREDICTION": field_polygons_layer(), "REFERENCE": field_polygons_layer()})
+
+
+def test_a_graphical_model_chains_extract_and_ratio(provider, tiny_model, data_dir, tmp_path):
+    """Extract Cropland's fields feed Cropland Area Ratio inside a Graphical Modeler model."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("fields and ratio", "tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    extract = QgsProcessingModelChildAlgorithm("cropland:extractcropland")
+    extract.setChildId("extract")
+    extract.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    extract.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(str(tiny_model))])
+    fields_output = QgsProcessingModelOutput("fields", "Fields")
+    fields_output.setChildOutputName("OUTPUT")
+    extract.setModelOutputs({"fields": fields_output})
+    model.addChildAlgorithm(extract)
+    ratio = QgsProcessingModelChildAlgorithm("cropland:croplandratio")
+    ratio.setChildId("ratio")
+    ratio.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    ratio.addParameterSources("POLYGONS", [QgsProcessingModelChildParameterSource.fromChildOutput("extract",
+                                                                                                  "OUTPUT")])
+    report_output = QgsProcessingModelOutput("ratio_report", "Ratio report")
+    report_output.setChildOutputName("OUTPUT_HTML")
+    ratio.setModelOutputs({"ratio_report": report_output})
+    model.addChildAlgorithm(ratio)
+
+    report = tmp_path / "ratio.html"
+    results = processing.run(model, {"scene": str(data_dir / "rgb_a.tif"),
+                                     "extract:fields": str(tmp_path / "fields.gpkg"),
+                                     "ratio:ratio_report": str(report)})
+    assert results["extract:fields"] == str(tmp_path / "fields.gpkg")
+    html = report.read_text(encoding="utf-8")
+    assert "fields" in html  # the polygons came from the extract step
+    assert f"{field_pixels() / (HEIGHT * WIDTH):.4f}" in html
