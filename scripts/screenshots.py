@@ -3,7 +3,7 @@
 Run with any Python: it starts Xvfb, a throw-away QGIS profile with the plugin enabled, and
 ``qgis.bin --code scripts/screenshots.py``, which runs this same file inside QGIS. Inside QGIS it opens the
 sample raster, shows the Extract Cropland dialog and grabs the screen (``extract_dialog.png``), then runs the
-extraction through Processing (so the result loads with the plugin's styles), zooms in and grabs the window
+extraction through Processing (so the result loads with the plugin's styles) and grabs the window
 (``result.png``). Writes into docs/screenshots/ by default. Needs Xvfb (``apt-get install xvfb``).
 """
 
@@ -77,7 +77,7 @@ def shoot() -> None:
     import tempfile
 
     import processing
-    from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+    from qgis.core import QgsProject, QgsRasterLayer
     from qgis.PyQt.QtCore import QTimer
     from qgis.PyQt.QtWidgets import QApplication
     from qgis.utils import iface
@@ -99,8 +99,9 @@ def shoot() -> None:
         QgsProject.instance().addMapLayer(layer)
         state["layer"] = layer
         iface.mapCanvas().setExtent(layer.extent())
+        shown_model = "" if Path(model) == repo / "resources" / "models" / "ensemble.json" else model
         dialog = processing.createAlgorithmDialog("cropland:extractcropland", {
-            "INPUT": layer, "BANDS": "1,2,3", "MODEL": model, "MIN_AREA": 2000.0, "MAX_HOLE": 500.0,
+            "INPUT": layer, "BANDS": "1,2,3", "MODEL": shown_model, "MIN_AREA": 2000.0, "MAX_HOLE": 500.0,
             "SIMPLIFY": 2.0})
         dialog.resize(900, 700)
         dialog.move((SCREEN[0] - 900) // 2, (SCREEN[1] - 700) // 2)
@@ -109,20 +110,17 @@ def shoot() -> None:
         QTimer.singleShot(2500, step_grab_dialog)
 
     def step_grab_dialog():
-        QApplication.primaryScreen().grabWindow(0).save(str(out / "extract_dialog.png"))
+        QApplication.primaryScreen().grabWindow(0).save(str(out / "extract_dialog.png"), "PNG", 0)
         state["dialog"].close()
         processing.runAndLoadResults("cropland:extractcropland", {
             "INPUT": state["layer"], "BANDS": "1,2,3", "MODEL": model, "MIN_AREA": 2000.0, "MAX_HOLE": 500.0,
             "SIMPLIFY": 2.0, "OUTPUT": str(work / "fields.gpkg")})
-        extent = state["layer"].extent()
-        zoom = QgsRectangle(extent.xMinimum() + extent.width() * 0.25, extent.yMinimum() + extent.height() * 0.3,
-                            extent.xMinimum() + extent.width() * 0.75, extent.yMinimum() + extent.height() * 0.8)
-        iface.mapCanvas().setExtent(zoom)
+        iface.mapCanvas().setExtent(state["layer"].extent())
         iface.mapCanvas().refreshAllLayers()
         QTimer.singleShot(4000, step_grab_result)
 
     def step_grab_result():
-        window.grab().save(str(out / "result.png"))
+        window.grab().save(str(out / "result.png"), "PNG", 0)
         QgsProject.instance().removeAllMapLayers()
         shutil.rmtree(work, ignore_errors=True)
         QTimer.singleShot(200, lambda: QApplication.exit(0))
