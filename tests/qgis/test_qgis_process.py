@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from plugin_testkit import (
@@ -83,12 +84,18 @@ def test_qgis_process_without_packages_prints_the_install_command(tmp_path, qgis
     assert not (tmp_path / "fields.gpkg").exists()
 
 
-def test_packaged_zip_installs_into_a_fresh_profile_and_runs(tmp_path, tiny_model, data_dir):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "package_plugin.py"), "--out", str(tmp_path)],
+@pytest.fixture(scope="module")
+def installed_profile(tmp_path_factory) -> Path:
+    """A fresh QGIS profile with the packaged zip unzipped into its plugins folder and the plugin enabled."""
+    folder = tmp_path_factory.mktemp("zip")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "package_plugin.py"), "--out", str(folder)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    archives = list(tmp_path.glob(f"{PLUGIN_NAME}-*.zip"))
+    archives = list(folder.glob(f"{PLUGIN_NAME}-*.zip"))
     assert len(archives) == 1
+    profile = folder / "config"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
     with zipfile.ZipFile(archives[0]) as archive:
         names = archive.namelist()
         assert all(n.startswith(f"{PLUGIN_NAME}/") for n in names)
@@ -97,17 +104,30 @@ def test_packaged_zip_installs_into_a_fresh_profile_and_runs(tmp_path, tiny_mode
                          "resources/styles/fields.qml", "resources/styles/mask.qml", "requirements/runtime.txt",
                          "requirements/constraints.txt", "docs/PLUGIN.md"):
             assert f"{PLUGIN_NAME}/{required}" in names, required
-        for forbidden in ("/tests/", "/.venv/", "__pycache__", ".pyc", "/.git/", "/bench/", "/scripts/",
+        for forbidden in ("/tests/", "/.venv/", "__pycache__", ".pyc", "/.git/", "/bench/", "/scripts/", "/runs/",
                           "requirements/dev.txt", "docs/screenshots", ".aux.xml"):
             assert not any(forbidden in n for n in names), forbidden
-        profile = tmp_path / "config"
-        plugins = profile / "profiles" / "default" / "python" / "plugins"
-        plugins.mkdir(parents=True)
         archive.extractall(plugins)
-
     enable = run_qgis_process(["plugins", "enable", PLUGIN_NAME], profile)
     assert enable.returncode == 0, enable.stdout + enable.stderr
+    return profile
+
+
+def test_packaged_zip_installs_into_a_fresh_profile_and_runs(installed_profile, tiny_model, data_dir, tmp_path):
     out = qgis_process_json(["run", "cropland:extractcropland", f"--INPUT={data_dir / 'rgb_a.tif'}",
-                             f"--MODEL={tiny_model}", f"--OUTPUT={tmp_path / 'fields.gpkg'}"], profile)
+                             f"--MODEL={tiny_model}", f"--OUTPUT={tmp_path / 'fields.gpkg'}"], installed_profile)
     assert out["results"]["FIELD_COUNT"] == len(FIELDS)
     assert (tmp_path / "fields.gpkg").exists()
+
+
+def test_packaged_default_model_runs(installed_profile, data_dir, tmp_path):
+    """The shipped default ensemble, from the installed zip (no MODEL given); its quality is not tested."""
+    if not (REPO / "resources" / "models" / "ensemble.json").exists():
+        pytest.skip("resources/models/ensemble.json (the shipped default model) does not exist yet")
+    out = qgis_process_json(["run", "cropland:extractcropland", f"--INPUT={data_dir / 'rgb_a.tif'}",
+                             f"--OUTPUT={tmp_path / 'fields.gpkg'}"], installed_profile)
+    results = out["results"]
+    assert results["VALID_AREA_M2"] == pytest.approx(HEIGHT * WIDTH * PIXEL_M**2)
+    assert 0.0 <= results["CROPLAND_RATIO"] <= 1.0
+    info = "\n".join(out["log"]["info"]) if isinstance(out.get("log"), dict) else str(out.get("log"))
+    assert "shipped default ensemble" in info and "Models:" in info
