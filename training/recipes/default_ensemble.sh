@@ -4,7 +4,7 @@
 #   bash training/recipes/default_ensemble.sh [SHARED_DATA_DIR] [WORK_DIR]
 #
 # SHARED_DATA_DIR defaults to ../shared/data beside the repository; WORK_DIR (scratch, git-ignored) to runs/.
-# On 2 CPU cores the whole recipe takes about 1.5 hours (each of the 21 trainings 3-4 minutes); with a GPU add
+# On 2 idle CPU cores the whole recipe takes about 1 hour (each of the 21 trainings 2-3 minutes); with a GPU add
 # --device cuda (mixed precision) and it takes minutes. Steps:
 #   1. leave-one-tile-out cross-validation of the three members on the six contest tiles;
 #   2. fusion of their held-out probabilities (ensemble metrics);
@@ -16,12 +16,12 @@ DATA=${1:-../shared/data}
 WORK=${2:-runs}
 PY=${PYTHON:-.venv/bin/python}
 D=$DATA/mathorcup2020_cropland/train
-COMMON=(--images "$D/images" --labels "$D/labels" --epochs 8 --steps-per-epoch 25 --tile 224 --batch-size 8
-        --lr 2e-3 --resolution-m 2 --seed 0)
+COMMON=(--images "$D/images" --labels "$D/labels" --epochs 8 --steps-per-epoch 25 --batch-size 8 --lr 2e-3
+        --resolution-m 2 --seed 0)
 declare -A ARCH=(
-  [fcn_se_resnet50_w24]="--arch fcn_se_resnet50 --width 24"
-  [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2"
-  [unet_mobilenet_v2]="--arch smp:Unet:mobilenet_v2 --decoder-channels 128,64,32,16,16"
+  [fcn_se_resnet50_w24]="--arch fcn_se_resnet50 --width 24 --tile 224"
+  [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2 --tile 192"
+  [unet_mobilenet_v2]="--arch smp:Unet:mobilenet_v2 --decoder-channels 128,64,32,16,16 --tile 192"
 )
 NAMES=(fcn_se_resnet50_w24 linknet_mobilenet_v2 unet_mobilenet_v2)
 
