@@ -343,7 +343,8 @@ def test_export_parity_metadata_and_engine(trained, tmp_path):
     meta = ModelMetadata.from_onnx_props({p.key: p.value for p in proto.metadata_props}, "m.onnx")
     assert meta.architecture == "fcn_se_resnet50" and meta.output == "probabilities"
     assert meta.input_bands == [1, 2, 3] and meta.input_scale == 255.0 and meta.resolution_m == 2.0
-    assert meta.metrics == {"iou": 0.5} and meta.training_data == ["t1", "t2"] and meta.tile_size == 256
+    assert meta.metrics == {"iou": 0.5} and meta.training_data == ["t1", "t2"]
+    assert meta.tile_size == 512 and meta.overlap == 64 and meta.extra["training_tile"] == 64
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height",
                                                                                         "width"]
     # dynamic shape: another batch and size; probabilities sum to 1

@@ -112,8 +112,7 @@ def _add_export(sub) -> None:
     p.add_argument("--onnx", required=True, type=Path, help="output .onnx file")
     p.add_argument("--fp16", action="store_true",
                    help="store weights as float16 (half the size; computes in fp32)")
-    p.add_argument("--tile-size", type=int, help="tile size in the metadata (default: 2 x the training crop, "
-                                                 "at most 512)")
+    p.add_argument("--tile-size", type=int, default=512, help="inference tile size (px) in the metadata")
     p.add_argument("--overlap", type=int, help="overlap in the metadata (default: tile size / 8)")
     p.add_argument("--name", help="model name in the metadata")
     p.add_argument("--metrics", type=Path,
