@@ -1,0 +1,222 @@
+"""End-to-end speed: raster file -> field polygons on disk, in megapixels per second, with stage shares and peak RSS.
+
+For each model (the default ensemble and one member) and each size (1, 16, 64, 256 "Mpx" = 1024², 4096², 8192²,
+16384² px mosaics of real contest tiles), one fresh process loads the model and runs ``engine.api.extract`` with a
+GeoPackage output; the parent records its wall time, the engine's ``stage_seconds`` and the child's peak RSS
+(``VmHWM``). A least-squares line ``seconds = a + b * Mpx`` per model shows whether time grows linearly with
+pixels; RSS per size shows whether memory stays flat.
+
+Examples::
+
+    .venv/bin/python -m bench.speed                                  # 1..256 Mpx, ensemble + first member, CPU
+    .venv/bin/python -m bench.speed --sizes 1 16 --no-idle-check     # smoke run
+    .venv/bin/python -m bench.speed --device cuda --out runs/bench/speed_cuda.json   # on the GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.common import (
+    DATA,
+    DEFAULT_ENSEMBLE,
+    RUNS,
+    add_device_args,
+    add_idle_args,
+    build_mosaic,
+    busy_processes,
+    check_idle_from_args,
+    checkpoint_for,
+    ensemble_members,
+    idle_state,
+    linear_fit,
+    machine_facts,
+    mosaic_side,
+    peak_rss_mib,
+    run_child,
+    write_json,
+)
+
+STAGES = ("read", "inference", "blend", "write_raster", "vectorize", "write_vector")
+
+
+def torch_model_for(model: Path) -> Path:
+    """The PyTorch counterpart of an ONNX model or ensemble (checkpoints from ``runs/final``), for --backend torch."""
+    if model.suffix in (".pt", ".ckpt", ".pth"):
+        return model
+    if model.suffix == ".onnx":
+        ckpt = checkpoint_for(model)
+        if ckpt is None:
+            sys.exit(f"no training checkpoint found for {model} under runs/final/<name>/best.pt; pass --model X.pt")
+        return ckpt
+    spec = json.loads(model.read_text())
+    ckpts = [checkpoint_for(m) for m in ensemble_members(model)]
+    if any(c is None for c in ckpts):
+        sys.exit(f"not every member of {model} has a checkpoint under runs/final/<name>/best.pt")
+    spec["members"] = [{"path": str(c), "weight": m.get("weight", 1.0)} for c, m in zip(ckpts, spec["members"],
+                                                                                          strict=True)]
+    out = RUNS / "models" / f"{model.stem}_torch.json"
+    write_json(out, spec)
+    return out
+
+
+def tiling_of(model: Path) -> tuple[int, int]:
+    """(tile_size, overlap) the engine uses for an ONNX model or ensemble (read on the CPU)."""
+    from engine.api import load_model
+    from engine.options import ExtractOptions
+
+    ens = load_model(model, ExtractOptions(device="cpu", backend="onnx", threads=1))
+    return ens.tile_size, ens.overlap
+
+
+def child(args) -> int:
+    """One run in this (fresh) process; writes its measurements to --out-json."""
+    t0 = time.perf_counter()
+    from engine.api import extract, load_model
+    from engine.options import ExtractOptions, OutputPaths
+    from engine.tiling import TileGrid
+
+    import_s = time.perf_counter() - t0
+    options = ExtractOptions(device=args.device, backend=args.backend, threads=args.threads,
+                             batch_size=args.batch_size, tile_size=args.tile_size, overlap=args.overlap)
+    t1 = time.perf_counter()
+    ens = load_model(args.model, options)
+    load_s = time.perf_counter() - t1
+    vector = Path(args.vector)
+    t2 = time.perf_counter()
+    result = extract(args.input, ens, OutputPaths(vector=vector, overwrite=True), options, keep_fields=False)
+    extract_s = time.perf_counter() - t2
+    import rasterio
+
+    with rasterio.open(args.input) as ds:
+        h, w = ds.height, ds.width
+    tile = args.tile_size or ens.tile_size
+    overlap = args.overlap if args.overlap is not None else min(ens.overlap, tile // 2)
+    grid = TileGrid(h, w, tile, overlap)
+    out = {
+        "import_s": import_s, "load_s": load_s, "extract_s": extract_s, "e2e_s": load_s + extract_s,
+        "stage_seconds": result.stage_seconds, "engine_seconds": result.seconds, "height": h, "width": w,
+        "pixels": h * w, "tiles": len(grid), "tile": tile, "overlap": overlap, "batch": ens.batch_size,
+        "members": len(ens.members), "device": result.device, "fields": result.field_count,
+        "cropland_ratio": result.cropland_ratio, "vector_bytes": vector.stat().st_size,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    if not args.keep_output:
+        vector.unlink()
+    write_json(args.out_json, out)
+    return 0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per model: fitted seconds-per-Mpx line, asymptotic Mpx/s and the RSS range."""
+    out = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name and r.get("ok")]
+        fit = linear_fit([r["mpx"] for r in mine], [r["e2e_s"] for r in mine])
+        out[name] = {
+            "fit_seconds_per_mpx": fit.get("slope"), "fit_intercept_s": fit.get("intercept"), "fit_r2": fit.get("r2"),
+            "asymptotic_mpx_per_s": 1.0 / fit["slope"] if fit.get("slope") else None,
+            "mpx_per_s": {r["size"]: r["mpx_per_s"] for r in mine},
+            "peak_rss_mib": {r["size"]: r["peak_rss_mib"] for r in mine},
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sizes", type=float, nargs="+", default=[1, 16, 64, 256],
+                   help="mosaic sizes in Mpx of 2^20 px (square mosaics of real tiles)")
+    p.add_argument("--model", type=Path, default=DEFAULT_ENSEMBLE, help="ensemble.json or .onnx (the 'ensemble' run)")
+    p.add_argument("--member", default="first",
+                   help="the single-member run: 'first' (first member of --model), a model path, or 'none'")
+    p.add_argument("--models", choices=("both", "ensemble", "member"), default="both", help="which runs to do")
+    p.add_argument("--source", choices=("contest", "naip"), default="contest", help="tiles the mosaics are made of")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per inference call (default: engine's)")
+    p.add_argument("--out", type=Path, default=RUNS / "speed.json", help="result JSON")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
+    p.add_argument("--keep-output", action="store_true", help="keep the GeoPackages under runs/bench/out")
+    add_device_args(p)
+    add_idle_args(p)
+    g = p.add_argument_group("internal (one run in a child process)")
+    g.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--input", help=argparse.SUPPRESS)
+    g.add_argument("--vector", help=argparse.SUPPRESS)
+    g.add_argument("--out-json", help=argparse.SUPPRESS)
+    g.add_argument("--tile-size", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--overlap", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    if not args.model.exists():
+        sys.exit(f"model {args.model} not found (the default ensemble is written by the training job)")
+    models = {}
+    if args.models in ("both", "ensemble"):
+        models["ensemble"] = args.model
+    if args.models in ("both", "member") and args.member != "none":
+        models["member"] = (ensemble_members(args.model)[0] if args.member == "first" and args.model.suffix == ".json"
+                            else args.model if args.member == "first" else Path(args.member))
+    tilings = {name: tiling_of(m) for name, m in models.items() if m.suffix in (".json", ".onnx")}
+    if args.backend == "torch":
+        models = {name: torch_model_for(m) for name, m in models.items()}
+
+    inputs = {}
+    for size in args.sizes:
+        side = mosaic_side(size)
+        inputs[size] = build_mosaic(DATA / f"{args.source}_image_{side}.tif", side, "image", args.source)
+    if not args.no_idle_check and args.wait_idle < 300:
+        args.wait_idle = 300  # building the mosaics raised the load; let it settle
+    idle = check_idle_from_args(args)
+    result = {"benchmark": "speed", "command": "python -m bench.speed " + " ".join(argv or sys.argv[1:]),
+              "machine": machine_facts(idle), "device": args.device, "backend": args.backend,
+              "threads": args.threads, "source": args.source,
+              "models": {k: str(v) for k, v in models.items()}, "rows": []}
+    for name, model in models.items():
+        tile, overlap = tilings.get(name, (None, None))
+        for size, path in inputs.items():
+            tag = f"{name}_{mosaic_side(size)}"
+            child_json = RUNS / "tmp" / f"speed_{tag}.json"
+            child_json.unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "bench.speed", "--child", "--input", str(path), "--model", str(model),
+                   "--vector", str(RUNS / "out" / f"speed_{tag}.gpkg"), "--out-json", str(child_json),
+                   "--device", args.device, "--backend", args.backend]
+            for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size),
+                                ("--tile-size", tile), ("--overlap", overlap)):
+                if value is not None:
+                    cmd += [flag, str(value)]
+            if args.keep_output:
+                cmd.append("--keep-output")
+            before = idle_state(args.max_load)
+            others = busy_processes()
+            print(f"{tag}: running ({before['loadavg']} load)", flush=True)
+            run = run_child(cmd, RUNS / "logs" / f"speed_{tag}.log", args.timeout)
+            row = {"model": name, "size": size, "ok": run["returncode"] == 0, "process_wall_s": run["wall_s"],
+                   "loadavg_before": before["loadavg"], "others_busy": others}
+            if row["ok"]:
+                m = json.loads(child_json.read_text())
+                row.update(m)
+                row["mpx"] = m["pixels"] / 1e6
+                row["mpx_per_s"] = row["mpx"] / m["e2e_s"]
+                staged = sum(m["stage_seconds"].values())
+                row["stage_share"] = {k: m["stage_seconds"].get(k, 0.0) / m["e2e_s"] for k in STAGES}
+                row["stage_share"]["other (model load, setup)"] = max(m["e2e_s"] - staged, 0.0) / m["e2e_s"]
+                print(f"{tag}: {m['e2e_s']:.1f} s, {row['mpx_per_s']:.3f} Mpx/s, peak RSS "
+                      f"{m['peak_rss_mib']:.0f} MiB, {m['fields']} fields", flush=True)
+            else:
+                print(f"{tag}: FAILED (exit {run['returncode']}); see {RUNS / 'logs' / f'speed_{tag}.log'}",
+                      flush=True)
+            result["rows"].append(row)
+            result["summary"] = summarise(result["rows"])
+            write_json(args.out, result)
+    print(json.dumps(result["summary"], indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

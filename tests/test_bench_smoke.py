@@ -1,0 +1,72 @@
+"""Smoke tests of the benchmark scripts (``bench/``): they run end to end on a 1 Mpx mosaic with the tiny green model
+and write results the report renders. Nothing here measures or asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import shared_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CROPLAND_BENCH_RUNS": str(tmp_path / "bench"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_letterbox_round_trip_restores_the_label():
+    from bench.study_baseline import letterbox, unletterbox
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((500, 600), np.uint8)
+    label[100:300, 50:400] = 1
+    image = rng.integers(0, 256, (3, 500, 600)).astype(np.uint16)
+    img, lab, box = letterbox(image, label)
+    assert img.shape == (3, 480, 480) and img.min() >= 0.0 and img.max() <= 1.0
+    assert box == (40, 0, 400, 480) and not lab[:40].any() and not img[:, :40].any()
+    back = unletterbox(lab, box, label.shape)
+    assert back.shape == label.shape and np.mean(back != label) < 0.01
+
+
+def test_score_of_a_perfect_mask():
+    from bench.accuracy import score
+
+    label = np.zeros((60, 80), np.uint8)
+    label[10:30, 10:50] = 1
+    label[40:55, 5:70] = 1
+    s = score(label == 1, label)
+    assert s["iou"] == s["boundary_f1"] == s["object_f1"] == 1.0 and s["ratio_error"] == 0.0
+
+
+@pytest.mark.shared
+def test_speed_bound_backends_vectorize_and_report_run(tmp_path, green_model):
+    shared_path("mathorcup2020_cropland", "train", "images")
+    out = tmp_path / "bench"
+    _bench(tmp_path, "speed", "--model", str(green_model), "--models", "ensemble", "--sizes", "1", "--device", "cpu",
+           "--threads", "1", "--no-idle-check", "--out", str(out / "speed.json"))
+    speed = json.loads((out / "speed.json").read_text())
+    row = speed["rows"][0]
+    assert row["ok"] and row["width"] == row["height"] == 1024 and row["peak_rss_mib"] > 0
+    assert set(row["stage_seconds"]) >= {"read", "inference", "blend", "write_raster", "vectorize", "write_vector"}
+    _bench(tmp_path, "bound", "--speed-json", str(out / "speed.json"), "--seconds", "0.05", "--no-idle-check",
+           "--out", str(out / "bound.json"))
+    assert json.loads((out / "bound.json").read_text())["versus_speed"][0]["share_of_bound"] > 0
+    _bench(tmp_path, "backends", "--onnx", str(green_model), "--device", "cpu", "--threads", "1", "--seconds", "0.05",
+           "--e2e-mpx", "0", "--no-idle-check", "--out", str(out / "backends.json"))
+    assert json.loads((out / "backends.json").read_text())["rows"][0]["ok"]
+    _bench(tmp_path, "vectorize", "--mpx", "1", "--no-idle-check", "--out", str(out / "vectorize.json"))
+    assert json.loads((out / "vectorize.json").read_text())["area_agrees_0_1_percent"]
+    report = _bench(tmp_path, "report", "--speed", str(out / "speed.json"), "--bound", str(out / "bound.json"),
+                    "--backends", str(out / "backends.json"), "--vectorize", str(out / "vectorize.json"),
+                    "--accuracy", str(out / "none.json"), "--study", str(out / "none.json")).stdout
+    assert "## Speed end to end" in report and "## Vectorising" in report and "1024 × 1024" in report
