@@ -55,18 +55,26 @@ class Missing:
 
 
 def python_executable() -> str:
-    """The Python interpreter QGIS runs on (inside QGIS ``sys.executable`` is the QGIS program itself)."""
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
+    """The Python interpreter QGIS runs on.
+
+    Inside QGIS ``sys.executable`` is the QGIS program, or whatever ``python3`` comes first on PATH (a pyenv
+    shim, another Python): only an interpreter inside this Python's own prefix is trusted.
+    """
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    prefixes = {Path(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    exe = Path(sys.executable) if sys.executable else None
+    if exe and exe.name.lower().startswith("python") and any(p in exe.parents for p in prefixes):
+        return str(exe)
     names = ["python.exe", "python3.exe"] if os.name == "nt" else ["python3", f"python{version}", "python"]
-    # Linux packages: exec_prefix/bin; OSGeo4W: exec_prefix (apps/Python3x); macOS QGIS.app: MacOS/bin.
-    folders = [Path(sys.exec_prefix) / "bin", Path(sys.exec_prefix), exe.parent / "bin", exe.parent]
+    # Linux packages: exec_prefix/bin; OSGeo4W: exec_prefix (apps/Python3x); macOS QGIS.app: the framework's bin.
+    folders = [Path(sys.exec_prefix) / "bin", Path(sys.exec_prefix), Path(sys.base_exec_prefix) / "bin"]
+    if exe:
+        folders += [exe.parent / "bin", exe.parent]
     for folder in folders:
         for name in names:
             candidate = folder / name
-            if candidate.is_file() and os.access(candidate, os.X_OK):
+            if (candidate.is_file() and os.access(candidate, os.X_OK)
+                    and (os.name == "nt" or Path(os.path.realpath(candidate)).name.startswith(f"python{version}"))):
                 return str(candidate)
     return f"python{version}" if os.name != "nt" else "python"
 

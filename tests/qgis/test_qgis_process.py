@@ -16,6 +16,7 @@ from plugin_testkit import (
     PIXEL_M,
     PLUGIN_NAME,
     REPO,
+    SYSTEM_PYTHON,
     WIDTH,
     field_pixels,
     qgis_process_json,
@@ -80,6 +81,8 @@ def test_qgis_process_without_packages_prints_the_install_command(tmp_path, qgis
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "-m pip install" in output and "runtime.txt" in output and "onnxruntime" in output
+    # qgis_process's sys.executable is whatever python3 is first on PATH; the command must name QGIS's own.
+    assert f'"{SYSTEM_PYTHON}" -m pip install --user' in output
     assert "Traceback" not in output
     assert not (tmp_path / "fields.gpkg").exists()
 

@@ -272,3 +272,17 @@ def test_the_install_command_resolves_for_qgis_python(plugins_dir):
     assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
     assert "Would install" in pip.stdout or "already satisfied" in pip.stdout
     assert "numpy-2" not in pip.stdout
+
+
+@pytest.mark.parametrize("executable", ["/usr/bin/qgis.bin", "/usr/bin/qgis_process.bin", "/root/.pyenv/shims/python3",
+                                        ""])
+def test_python_executable_is_qgis_own_python(monkeypatch, provider, executable):
+    """Inside QGIS sys.executable is the QGIS program or a PATH lookup: the install command needs QGIS's Python."""
+    from cropland_extractor.plugin import deps
+
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"{SYSTEM_PYTHON} is absent")
+    monkeypatch.setattr(sys, "executable", executable)
+    for name in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+        monkeypatch.setattr(sys, name, "/usr")
+    assert deps.python_executable() == SYSTEM_PYTHON
