@@ -13,6 +13,7 @@ All outputs are written under temporary names and moved into place only when eve
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ from .writers import RowWriter, raster_profile, write_fields
 PROB_NODATA = -1.0
 MASK_NODATA = 255
 STRIP_ROWS = 1024
+GDAL_CACHE_BYTES = 256 * 2**20
 
 
 def _noop(*_args) -> None:
@@ -64,6 +66,23 @@ class StageTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + spent - inner
             if self._stack:
                 self._stack[-1][1] += spent
+
+
+@contextmanager
+def bounded_gdal_cache():
+    """Cap GDAL's raster block cache at :data:`GDAL_CACHE_BYTES` for the duration of a run.
+
+    GDAL's default cache is 5 % of the machine's RAM; streaming a large raster fills it, so the process's memory
+    grows with the raster up to that size (1.2 GB on a 24 GB machine, 3.2 GB on a 64 GB one) instead of staying flat.
+    A ``GDAL_CACHEMAX`` set in the environment is respected. The previous limit is restored afterwards.
+    """
+    if os.environ.get("GDAL_CACHEMAX"):
+        yield
+        return
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # rasterio passes an integer to GDALSetCacheMax64 (bytes)
+        yield
 
 
 def default_batch_size(tile: int, on_gpu: bool) -> int:
@@ -104,7 +123,7 @@ def run_file(path: Path, model, outputs: OutputPaths, options: ExtractOptions, p
     start = time.perf_counter()
     check_outputs(outputs, [path])
     ens = load_ensemble(model if model is not None else DEFAULT_MODEL, options, log)
-    with _open_file(Path(path), ens, options) as source:
+    with bounded_gdal_cache(), _open_file(Path(path), ens, options) as source:
         result, _, _ = _run(source, ens, outputs, options, progress, is_cancelled, log, keep_fields, show_bar,
                             start, want_arrays=False)
     return result
@@ -124,7 +143,8 @@ def run_array(array, model, transform, crs, nodata, valid_mask, outputs: OutputP
         raise InputError(f"The array has {source.count} band(s); the model {ens.name} needs {ens.meta.n_bands} "
                          f"read from band(s) {','.join(map(str, bands))}.")
     source.select_bands(bands)
-    return _run(source, ens, outputs, options, progress, is_cancelled, log, True, False, start, want_arrays=True)
+    with bounded_gdal_cache():
+        return _run(source, ens, outputs, options, progress, is_cancelled, log, True, False, start, want_arrays=True)
 
 
 def _any_valid(source: RasterSource) -> bool:
@@ -288,7 +308,7 @@ def fields_from_mask(mask_path: str | Path, pixel_size_m: float | None = None, m
     """
     options = ExtractOptions(min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, opening_px=opening_px,
                              simplify_m=simplify_m, pixel_size_m=pixel_size_m)
-    with FileSource(mask_path) as source:
+    with bounded_gdal_cache(), FileSource(mask_path) as source:
         area = area_model(source.crs, source.transform, source.height, pixel_size_m, log, Path(mask_path).name)
         fields = _pass_vectorize(source, options, area, Path(mask_path), None, True, StageTimer(), _noop,
                                  lambda: False)
