@@ -2,13 +2,13 @@
 
 The six labelled contest tiles (Data1, 2, 4, 5, 7, 8; 600 x 500 px, 2 m) give six folds. The training helper's
 cross-validation (``python -m training fit --folds 6``) left one checkpoint per member and fold under
-``runs/cv/<member>/fold_<k>/best.pt``, trained on the other five tiles. Here each is exported to ONNX with the
-shipped ensemble's tiling (``training.export.export_checkpoint``, the code of ``python -m training export``) or,
-with ``--backend torch``, run from the checkpoint; the fold's members also form a fold ensemble (an
-``ensemble.json`` with the shipped ensemble's fusion, weights and threshold). Each model then runs on the held-out
-tile through ``engine.api.extract_array`` (pixel size 2 m; tiling, Hann blending, threshold and the default
-opening of 1 px included) and its final mask is scored against the label with ``engine.metrics``: cropland IoU,
-F1, precision, recall, boundary F1 (2 px), ratio error, object precision/recall/F1 (connected fields matched at
+``runs/cv/<member>/fold_<k>/best.pt``, trained on the other five tiles. Each is exported to ONNX with the shipped
+ensemble's tiling and float16 weights (``training.export.export_checkpoint``, the code of ``python -m training
+export --fp16``), or run from the checkpoint with ``--backend torch``. The fold's members also form a fold ensemble
+(an ``ensemble.json`` with the shipped ensemble's fusion, weights and threshold). Each model runs on the held-out
+tile through ``engine.api.extract_array`` (pixel size 2 m; tiling, Hann blending, threshold and the default 1 px
+opening included) and its final mask is scored against the label with ``engine.metrics``: cropland IoU, F1,
+precision, recall, boundary F1 (2 px), ratio error, object precision/recall/F1 (connected fields matched at
 IoU >= 0.5).
 
 The study baseline (``bench.study_baseline``) writes its own JSON on the same folds; ``bench.report`` puts both
@@ -81,7 +81,7 @@ def read_tile(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def shipped_ensemble() -> dict:
     """Fusion, threshold, weights, tiling and member names of the shipped ensemble (defaults when absent)."""
-    spec = {"fusion": "mean", "threshold": 0.5, "weights": None, "tile_size": 448, "overlap": 56, "members": []}
+    spec = {"fusion": "mean", "threshold": 0.5, "weights": None, "tile_size": 512, "overlap": 64, "members": []}
     if DEFAULT_ENSEMBLE.is_file():
         from engine.api import load_model
         from engine.options import ExtractOptions
@@ -103,15 +103,18 @@ def fold_dirs(cv_run: Path) -> dict[int, tuple[str, Path]]:
     return out
 
 
-def fold_model(ckpt: Path, member: str, fold: int, backend: str, tile: int, overlap: int) -> Path:
-    """The file the engine runs for one member and fold: an ONNX export (cached) or the checkpoint itself."""
+def fold_model(ckpt: Path, member: str, fold: int, backend: str, tile: int, overlap: int, fp16: bool) -> Path:
+    """The file the engine runs for one member and fold: an ONNX export (cached) or the checkpoint itself.
+
+    ``fp16``: store float16 weights (float32 compute), as the shipped members are exported.
+    """
     if backend == "torch":
         return ckpt
     from training.export import export_checkpoint
 
-    out = RUNS / "accuracy" / "onnx" / member / f"fold_{fold}.onnx"
+    out = RUNS / "accuracy" / "onnx" / member / f"fold_{fold}{'_fp16w' if fp16 else ''}.onnx"
     if not out.is_file() or out.stat().st_mtime < ckpt.stat().st_mtime:
-        export_checkpoint(ckpt, out, tile_size=tile, overlap=overlap)
+        export_checkpoint(ckpt, out, fp16=fp16, tile_size=tile, overlap=overlap)
     return out
 
 
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=None, help="default: the shipped ensemble's")
     p.add_argument("--fusion", choices=("mean", "vote"), default=None, help="default: the shipped ensemble's")
     p.add_argument("--no-ensemble", action="store_true", help="members only")
+    p.add_argument("--fp32-weights", action="store_true",
+                   help="export fold models with float32 weights (default: float16 weights, as the shipped members)")
     p.add_argument("--out", type=Path, default=RUNS / "accuracy.json", help="result JSON")
     add_device_args(p)
     args = p.parse_args(argv)
@@ -164,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"fold {k} holds out different rasters across members: {held}")
         raster = held.pop()
         image, label = read_tile(raster)
-        files = {m: fold_model(folds[m][k][1], m, k, args.backend, tile, overlap) for m in members}
+        files = {m: fold_model(folds[m][k][1], m, k, args.backend, tile, overlap, not args.fp32_weights)
+                 for m in members}
         models = dict(files)
         if not args.no_ensemble and len(members) > 1:
             ens_json = RUNS / "accuracy" / f"fold_{k}_{args.backend}_ensemble.json"
