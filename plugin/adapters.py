@@ -216,6 +216,12 @@ def engine_errors(errors_module, outputs: list[str] | None = None) -> Iterator[N
     except QgsProcessingException:
         _cleanup(outputs)
         raise
+    except ImportError as exc:  # a package the engine imports late (e.g. for one backend)
+        _cleanup(outputs)
+        from .deps import Missing, missing_message
+
+        top = (exc.name or "?").split(".")[0]
+        raise QgsProcessingException(missing_message([Missing(top, top, f"{type(exc).__name__}: {exc}")])) from exc
     except OSError as exc:  # a file the engine or the plugin could not read or write
         _cleanup(outputs)
         raise QgsProcessingException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc

@@ -143,6 +143,10 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         model = self.parameterAsFile(parameters, self.MODEL, context) or None
         if model and not os.path.isfile(model):
             raise QgsProcessingException(f"{self.MODEL}: model file '{model}' does not exist.")
+        if model and not model.lower().endswith((".onnx", ".json")):
+            raise QgsProcessingException(
+                f"{self.MODEL}: '{model}' is not an .onnx model or an ensemble .json. Export a PyTorch checkpoint "
+                "first (Train Cropland Model does, or: python -m training export best.pt --onnx model.onnx).")
 
         settings = {
             "bands": adapters.parse_bands(self.parameterAsString(parameters, self.BANDS, context)),

@@ -158,6 +158,7 @@ def test_cancel_stops_and_leaves_no_output(provider, tiny_model, data_dir, tmp_p
     ({"BANDS": "red,green"}, r"BANDS: 'red,green' is not a list of 1-based band numbers"),
     ({"BANDS": "1,2,9"}, r"band"),
     ({"OUTPUT": "fields.csv"}, r"OUTPUT: .*fields\.csv' has an unsupported extension"),
+    ({"MODEL": "grey.tif"}, r"MODEL: .*grey\.tif' is not an \.onnx model or an ensemble \.json"),
 ])
 def test_bad_inputs_raise_a_clear_processing_exception(provider, tiny_model, data_dir, tmp_path, change, message):
     from qgis.core import QgsProcessingException
@@ -165,7 +166,8 @@ def test_bad_inputs_raise_a_clear_processing_exception(provider, tiny_model, dat
     params = {"INPUT": str(data_dir / "rgb_a.tif"), "MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "f.gpkg")}
     for key, value in change.items():
         params[key] = str(data_dir / value) if key == "INPUT" else (
-            str(tmp_path / value) if key in ("MODEL", "OUTPUT") else value)
+            str(tmp_path / value) if key in ("MODEL", "OUTPUT") and value != "grey.tif" else (
+                str(data_dir / value) if value == "grey.tif" else value))
     with pytest.raises(QgsProcessingException, match=message) as info:
         extract(params)
     assert "Traceback" not in str(info.value)
