@@ -86,4 +86,5 @@ def write_fields(path: Path, records: list, crs) -> None:
     pyogrio.raw.write(
         str(path), geometry, data, fields, geometry_type="Polygon", crs=crs.to_wkt() if crs else None,
         driver=driver, layer=layer if driver == "GPKG" else None,
+        dataset_options={"VERSION": "1.2"} if driver == "GPKG" else None,  # QGIS 3.22 warns about GPKG 1.4
     )
