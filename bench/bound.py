@@ -34,10 +34,12 @@ from bench.common import (
     RUNS,
     add_device_args,
     add_idle_args,
+    add_ort_args,
     build_mosaic,
     check_idle_from_args,
     machine_facts,
     mosaic_side,
+    patch_ort,
     write_json,
 )
 
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="minimum timing seconds per member")
     p.add_argument("--out", type=Path, default=RUNS / "bound.json", help="result JSON")
     add_device_args(p)
+    add_ort_args(p)
     add_idle_args(p)
     args = p.parse_args(argv)
 
@@ -138,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: Path(path) for name, path in speed["models"].items()}
         args.device, args.backend = speed.get("device", args.device), speed.get("backend", args.backend)
         args.threads = args.threads or speed.get("threads")
+        args.ort_arena, args.ort_spinning = speed.get("ort_arena", "on"), speed.get("ort_spinning", "on")
     else:
         models = {"model": args.model}
+    patch_ort(args.ort_arena, args.ort_spinning)
     build_mosaic(DATA / f"contest_image_{mosaic_side(16)}.tif", mosaic_side(16), "image")
     idle = check_idle_from_args(args)
     result = {"benchmark": "bound", "command": "python -m bench.bound " + " ".join(argv or sys.argv[1:]),
               "machine": machine_facts(idle), "device": args.device, "backend": args.backend,
-              "threads": args.threads, "models": {}, "versus_speed": []}
+              "threads": args.threads, "ort_arena": args.ort_arena, "ort_spinning": args.ort_spinning,
+              "models": {}, "versus_speed": []}
     cache: dict = {}
     for name, model in models.items():
         batches = {r["batch"] for r in (speed or {}).get("rows", []) if r.get("ok") and r["model"] == name}

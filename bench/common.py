@@ -168,6 +168,33 @@ def check_idle_from_args(args) -> dict:
     return require_idle(args.max_load, args.wait_idle)
 
 
+def add_ort_args(parser) -> None:
+    """--ort-arena / --ort-spinning: what-if switches for ONNX Runtime session options the engine does not set."""
+    parser.add_argument("--ort-arena", choices=("on", "off"), default="on",
+                        help="ONNX Runtime CPU memory arena (on = the engine's default); 'off' tries a proposed change")
+    parser.add_argument("--ort-spinning", choices=("on", "off"), default="on",
+                        help="ONNX Runtime intra-op thread spinning (on = default); 'off' tries a proposed change")
+
+
+def patch_ort(arena: str = "on", spinning: str = "on") -> None:
+    """Make every ``onnxruntime.SessionOptions()`` the engine creates use these settings (experiments only)."""
+    if arena == "on" and spinning == "on":
+        return
+    import onnxruntime as ort
+
+    base = ort.SessionOptions
+
+    class Patched(base):
+        def __init__(self) -> None:
+            super().__init__()
+            if arena == "off":
+                self.enable_cpu_mem_arena = False
+            if spinning == "off":
+                self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    ort.SessionOptions = Patched
+
+
 def add_device_args(parser, backend_default: str = "onnx") -> None:
     """--device, --backend and --threads, the same on the CPU machine and on the GPU machine."""
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -27,6 +27,7 @@ from bench.common import (
     RUNS,
     add_device_args,
     add_idle_args,
+    add_ort_args,
     build_mosaic,
     busy_processes,
     check_idle_from_args,
@@ -36,6 +37,7 @@ from bench.common import (
     linear_fit,
     machine_facts,
     mosaic_side,
+    patch_ort,
     peak_rss_mib,
     run_child,
     write_json,
@@ -76,6 +78,7 @@ def tiling_of(model: Path) -> tuple[int, int]:
 def child(args) -> int:
     """One run in this (fresh) process; writes its measurements to --out-json."""
     t0 = time.perf_counter()
+    patch_ort(args.ort_arena, args.ort_spinning)
     from engine.api import extract, load_model
     from engine.options import ExtractOptions, OutputPaths
     from engine.tiling import TileGrid
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     p.add_argument("--keep-output", action="store_true", help="keep the GeoPackages under runs/bench/out")
     add_device_args(p)
+    add_ort_args(p)
     add_idle_args(p)
     g = p.add_argument_group("internal (one run in a child process)")
     g.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     idle = check_idle_from_args(args)
     result = {"benchmark": "speed", "command": "python -m bench.speed " + " ".join(argv or sys.argv[1:]),
               "machine": machine_facts(idle), "device": args.device, "backend": args.backend,
-              "threads": args.threads, "source": args.source,
+              "threads": args.threads, "source": args.source, "ort_arena": args.ort_arena,
+              "ort_spinning": args.ort_spinning,
               "models": {k: str(v) for k, v in models.items()}, "rows": []}
     for name, model in models.items():
         tile, overlap = tilings.get(name, (None, None))
@@ -184,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             child_json.unlink(missing_ok=True)
             cmd = [sys.executable, "-m", "bench.speed", "--child", "--input", str(path), "--model", str(model),
                    "--vector", str(RUNS / "out" / f"speed_{tag}.gpkg"), "--out-json", str(child_json),
-                   "--device", args.device, "--backend", args.backend]
+                   "--device", args.device, "--backend", args.backend, "--ort-arena", args.ort_arena,
+                   "--ort-spinning", args.ort_spinning]
             for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size),
                                 ("--tile-size", tile), ("--overlap", overlap)):
                 if value is not None:
