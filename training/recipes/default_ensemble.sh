@@ -7,7 +7,7 @@
 # On 2 idle CPU cores the whole recipe takes about 1 hour (each of the 21 trainings 2-3 minutes); with a GPU add
 # --device cuda (mixed precision) and it takes minutes. Steps:
 #   1. leave-one-tile-out cross-validation of the three members on the six contest tiles;
-#   2. fusion of their held-out probabilities (ensemble metrics);
+#   2. fusion of their held-out probabilities (ensemble metrics), also through the engine and ONNX;
 #   3. the three members trained on all six tiles with the same settings;
 #   4. fp16-weight ONNX export (with a parity check) and ensemble.json.
 set -euo pipefail
@@ -30,6 +30,9 @@ for name in "${NAMES[@]}"; do
   $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --folds 6 --out "$WORK/cv/$name"
 done
 $PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels" --out "$WORK/cv/ensemble"
+# the same folds through the shipped inference path (fp16 ONNX, engine tiling and blending)
+$PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels" --images "$D/images" --engine \
+    --out "$WORK/cv/ensemble_engine"
 
 for name in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
@@ -40,5 +43,5 @@ done
 MEMBERS=()
 for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/$name.onnx"); done
 $PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/ensemble.json \
-    --name cropland-default-v1 --fusion mean --metrics "$WORK/cv/ensemble/ensemble_cv.json" \
+    --name cropland-default-v1 --fusion mean --metrics "$WORK/cv/ensemble_engine/ensemble_cv.json" \
     --description "Mean of three small CNNs (FCN-1s SE-ResNet50, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles; see MODEL_CARD.md."
