@@ -436,3 +436,30 @@ def test_early_stopping_on_validation_dice(synthetic, tmp_path, monkeypatch):
     assert any("early stop" in line for line in lines)
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert best["epoch"] == 2 and best["metadata"]["metrics"]["f1"] == 0.6
+
+
+def test_shipped_default_ensemble_fits_its_budget():
+    from engine.api import DEFAULT_MODEL, ExtractOptions, extract_array, load_model
+    from engine.metadata import ModelMetadata
+
+    spec = json.loads(DEFAULT_MODEL.read_text())
+    assert set(spec) == {"name", "description", "fusion", "threshold", "members", "metrics"}
+    paths = [DEFAULT_MODEL.parent / m["path"] for m in spec["members"]]
+    sizes = [p.stat().st_size for p in paths]
+    assert len(paths) == 3 and max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
+    import onnx
+
+    archs = set()
+    for p in paths:
+        props = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
+        meta = ModelMetadata.from_onnx_props(props, str(p))
+        assert meta.output == "probabilities" and meta.input_bands == [1, 2, 3]
+        archs.add(meta.architecture.split(":")[1] if meta.architecture.startswith("smp:") else meta.architecture)
+    assert len(archs) == 3, archs  # three different architectures
+    assert spec["metrics"]["mean"]["iou"] >= 0.80
+    assert all(spec["metrics"]["mean"]["iou"] > m["iou"] for m in spec["metrics"]["members_mean"].values())
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
+    options = ExtractOptions(device="cpu", threads=2, pixel_size_m=2.0)
+    _, prob, _ = extract_array(image, load_model(None, options), options=options)
+    assert prob.shape == (80, 96) and np.all((prob >= 0) & (prob <= 1))
