@@ -161,6 +161,11 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     log = log or _noop
     timer = StageTimer()
     tile = opts.tile_size or ens.tile_size
+    multiple = max(int(m.meta.extra.get("size_multiple", 1) or 1) for m in ens.members)
+    if tile % multiple:
+        rounded = -(-tile // multiple) * multiple
+        log(f"Tile size {tile} px rounded up to {rounded} px: the model needs a multiple of {multiple} px.")
+        tile = rounded
     overlap = opts.overlap if opts.overlap is not None else min(ens.overlap, tile // 2)
     if overlap * 2 > tile:
         raise InputError(f"overlap {overlap} px must be at most half the tile size {tile} px.")

@@ -117,3 +117,14 @@ def test_tiling_agrees_with_one_tile_on_a_real_model():
     agreement = (one == many).mean()
     assert agreement >= 0.995, agreement
     assert 0.05 < (many == 1).mean() < 0.995  # the model finds cropland and something else
+
+
+def test_tile_size_is_rounded_to_the_models_multiple():
+    sample = REPO / "resources" / "samples" / "naip_nd_2012.tif"
+    with rasterio.open(sample) as ds:
+        image = ds.read(window=rasterio.windows.Window(0, 0, 300, 200))
+    logs: list[str] = []
+    _, _, mask = extract_array(image, real_member(), options=ExtractOptions(tile_size=200, overlap=40),
+                               log=logs.append)
+    assert any("rounded up to 224 px" in line for line in logs)
+    assert mask.shape == (200, 300)
