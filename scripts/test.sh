@@ -13,4 +13,4 @@ fi
 bash scripts/setup.sh dev
 .venv/bin/ruff check .
 export QT_QPA_PLATFORM=offscreen
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=10 "$@"
