@@ -11,6 +11,7 @@ opening included) and its final mask is scored against the label with ``engine.m
 precision, recall, boundary F1 (2 px), ratio error, object precision/recall/F1 (connected fields matched at
 IoU >= 0.5).
 
+A trivial row, every pixel called cropland, shows what the tile's cropland share alone scores (IoU = that share).
 The study baseline (``bench.study_baseline``) writes its own JSON on the same folds; ``bench.report`` puts both
 into one table.
 
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"fold {k} holds out different rasters across members: {held}")
         raster = held.pop()
         image, label = read_tile(raster)
+        result["rows"].append({"fold": k, "raster": raster, "model": "all cropland (trivial)", "tta": False,
+                               "seconds": 0.0, **score(np.ones(label.shape, bool), label)})
         files = {m: fold_model(folds[m][k][1], m, k, args.backend, tile, overlap, not args.fp32_weights)
                  for m in members}
         models = dict(files)

@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", choices=("both", "ensemble", "member"), default="both", help="which runs to do")
     p.add_argument("--source", choices=("contest", "naip"), default="contest", help="tiles the mosaics are made of")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per inference call (default: engine's)")
+    p.add_argument("--tile-size", type=int, default=None, help="tile px (default: the model's)")
+    p.add_argument("--overlap", type=int, default=None, help="overlap px (default: the model's)")
     p.add_argument("--out", type=Path, default=RUNS / "speed.json", help="result JSON")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     p.add_argument("--keep-output", action="store_true", help="keep the GeoPackages under runs/bench/out")
@@ -151,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--input", help=argparse.SUPPRESS)
     g.add_argument("--vector", help=argparse.SUPPRESS)
     g.add_argument("--out-json", help=argparse.SUPPRESS)
-    g.add_argument("--tile-size", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--overlap", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
@@ -179,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "speed", "command": "python -m bench.speed " + " ".join(argv or sys.argv[1:]),
               "machine": machine_facts(idle), "device": args.device, "backend": args.backend,
               "threads": args.threads, "source": args.source, "ort_arena": args.ort_arena,
-              "ort_spinning": args.ort_spinning,
+              "ort_spinning": args.ort_spinning, "tile_size": args.tile_size, "overlap": args.overlap,
               "models": {k: str(v) for k, v in models.items()}, "rows": []}
     for name, model in models.items():
         tile, overlap = tilings.get(name, (None, None))
+        tile = args.tile_size or tile
+        overlap = args.overlap if args.overlap is not None else overlap
         for size, path in inputs.items():
             tag = f"{name}_{mosaic_side(size)}"
             child_json = RUNS / "tmp" / f"speed_{tag}.json"
