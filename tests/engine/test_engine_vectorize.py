@@ -192,3 +192,31 @@ def test_geographic_areas_match_utm(tmp_path):
     gf, uf = fields_from_mask(geo), fields_from_mask(utm)
     assert len(gf) == len(uf)
     assert sorted(r.area_m2 for r in gf)[-1] == pytest.approx(sorted(r.area_m2 for r in uf)[-1], rel=0.005)
+
+
+def test_strip_seams_on_a_ragged_mask_spanning_every_strip():
+    """A noisy mask (one field spanning all strips, with holes, notches and corner-only contacts) vectorised in
+    strips of 5 rows gives exactly the polygons of one whole strip, valid and without extra seam vertices."""
+    rng = np.random.default_rng(7)
+    mask = (rng.random((240, 180)) < 0.8).astype(np.uint8)  # speckled: many holes and pinches
+    mask[:, 60:62] = 1  # a spine, so that one field spans every strip
+    mask[100:140, 20:90] = 0  # a pond, then an island in it
+    mask[110:130, 40:60] = 1
+
+    def run(rows: int):
+        vec = StripVectorizer(mask.shape[1])
+        for r in range(0, mask.shape[0], rows):
+            vec.add(r, mask[r:r + rows])
+        return vec.fields()
+
+    whole, strips = run(mask.shape[0]), run(5)
+    assert len(whole) == len(strips) == len(truth_fields(mask))
+    assert sum(f.pixels for f in strips) == int(mask.sum())
+    big = max(strips, key=lambda f: f.pixels)
+    assert big.polygon.bounds[1] == 0 and big.polygon.bounds[3] == mask.shape[0]
+    assert len(big.polygon.interiors) > 100
+    for a, b in zip(sorted(whole, key=lambda f: f.pixels), sorted(strips, key=lambda f: f.pixels), strict=True):
+        assert b.polygon.is_valid
+        assert b.polygon.area == b.pixels
+        assert a.polygon.equals(b.polygon)
+        assert shapely.get_num_coordinates(a.polygon) == shapely.get_num_coordinates(b.polygon)
