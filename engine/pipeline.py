@@ -85,6 +85,19 @@ def bounded_gdal_cache():
         yield
 
 
+def release_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc only; elsewhere nothing happens).
+
+    GDAL's polygonize and GEOS allocate millions of small blocks; glibc keeps them after they are freed, so
+    without this each pass's high-water mark would stack on the last one's.
+    """
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+
+
 def default_batch_size(tile: int, on_gpu: bool) -> int:
     """Tiles per inference call: about 4 x 512² on CPU and 32 x 512² on GPU."""
     per = (512 / tile) ** 2
@@ -201,8 +214,10 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
             if counter.valid_pixels == 0:
                 raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
             has_nodata = counter.valid_pixels < source.width * source.height
+            release_heap()
             fields = _pass_vectorize(source, opts, area, raw_path, prob_path, has_nodata, timer, progress,
                                      is_cancelled)
+            release_heap()
             mask_path = parts.get("mask", Path(tmp) / "mask.tif" if want_arrays else None)
             with timer("write_raster"):
                 _pass_final_mask(source, fields, raw_path, mask_path, counter)
@@ -380,8 +395,8 @@ def _pass_final_mask(source, fields: list[Field], raw_path: Path, mask_path: Pat
     from rasterio.features import rasterize
     from rasterio.windows import Window as RioWindow
 
-    polys = [f.polygon for f in fields]
-    tree = shapely.STRtree(polys) if polys else None
+    polys = np.array([f.polygon for f in fields], dtype=object)
+    tree = shapely.STRtree(polys) if len(polys) else None
     h, w = source.height, source.width
     out = rasterio.open(mask_path, "w", **raster_profile(source), dtype="uint8", nodata=MASK_NODATA) \
         if mask_path is not None else None
@@ -391,9 +406,12 @@ def _pass_final_mask(source, fields: list[Field], raw_path: Path, mask_path: Pat
             for row0, n in iter_strips(h, STRIP_ROWS):
                 valid = raw_ds.read(1, window=RioWindow(0, row0, w, n)) != MASK_NODATA
                 hits = tree.query(shapely.box(0, row0, w, row0 + n)) if tree is not None else []
-                burnt = rasterize([(polys[i], 1) for i in hits], out_shape=(n, w),
-                                  transform=Affine.translation(0, row0), fill=0, dtype="uint8") if len(hits) \
-                    else np.zeros((n, w), np.uint8)
+                # GDAL's scanline fill visits every edge on every row: clip big fields to the strip first, or a
+                # field spanning the raster costs O(rows x its vertices).
+                parts = shapely.clip_by_rect(polys[hits], -1, row0 - 1, w + 1, row0 + n + 1) if len(hits) else []
+                shapes = [(g, 1) for g in parts if not g.is_empty]
+                burnt = rasterize(shapes, out_shape=(n, w), transform=Affine.translation(0, row0), fill=0,
+                                  dtype="uint8") if shapes else np.zeros((n, w), np.uint8)
                 crop = burnt.astype(bool) & valid
                 counter.add_cropland(row0, crop)
                 if writer is not None:
