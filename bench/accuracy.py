@@ -2,7 +2,8 @@
 
 The six labelled contest tiles (Data1, 2, 4, 5, 7, 8; 600 x 500 px, 2 m) give six folds. The training helper's
 cross-validation (``python -m training fit --folds 6``) left one checkpoint per member and fold under
-``runs/cv/<member>/fold_<k>/best.pt``, trained on the other five tiles. Each is exported to ONNX with the shipped
+``runs/cv/<member>/fold_<k>/last.pt``, trained on the other five tiles (the last epoch, as in MODEL_CARD.md:
+nothing is chosen on the held-out tile). Each is exported to ONNX with the shipped
 ensemble's tiling and float16 weights (``training.export.export_checkpoint``, the code of ``python -m training
 export --fp16``), or run from the checkpoint with ``--backend torch``. The fold's members also form a fold ensemble
 (an ``ensemble.json`` with the shipped ensemble's fusion, weights and threshold). Each model runs on the held-out
@@ -98,9 +99,9 @@ def fold_dirs(cv_run: Path) -> dict[int, tuple[str, Path]]:
     out = {}
     for d in sorted(cv_run.glob("fold_*")):
         summary = d / "summary.json"
-        if summary.is_file() and (d / "best.pt").is_file():
+        if summary.is_file() and (d / "last.pt").is_file():
             held = list(json.loads(summary.read_text())["test"])
-            out[int(d.name.split("_")[1])] = (held[0], d / "best.pt")
+            out[int(d.name.split("_")[1])] = (held[0], d / "last.pt")
     return out
 
 

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--onnx", type=Path, default=None, help="member .onnx (default: first member of the ensemble)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="its training checkpoint (default: runs/final/<metadata name>/best.pt)")
+                   help="its training checkpoint (default: runs/final/<metadata name>/last.pt)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="cpu rows always run; cuda rows run when CUDA is usable (auto) or must (cuda)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")

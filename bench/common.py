@@ -222,12 +222,12 @@ def ensemble_members(ensemble_json: Path) -> list[Path]:
 
 
 def checkpoint_for(onnx_path: Path, runs: Path = REPO / "runs" / "final") -> Path | None:
-    """The training checkpoint an exported member came from: ``runs/final/<metadata name>/best.pt`` if present."""
+    """The training checkpoint an exported member came from: ``runs/final/<metadata name>/last.pt`` if present."""
     from engine.backends import OnnxMember
 
     meta = OnnxMember(onnx_path, device="cpu", threads=1).meta
     for name in (meta.name, Path(onnx_path).stem):
-        ckpt = runs / name / "best.pt"
+        ckpt = runs / name / "last.pt"
         if ckpt.is_file():
             return ckpt
     return None

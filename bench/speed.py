@@ -53,12 +53,12 @@ def torch_model_for(model: Path) -> Path:
     if model.suffix == ".onnx":
         ckpt = checkpoint_for(model)
         if ckpt is None:
-            sys.exit(f"no training checkpoint found for {model} under runs/final/<name>/best.pt; pass --model X.pt")
+            sys.exit(f"no training checkpoint found for {model} under runs/final/<name>/last.pt; pass --model X.pt")
         return ckpt
     spec = json.loads(model.read_text())
     ckpts = [checkpoint_for(m) for m in ensemble_members(model)]
     if any(c is None for c in ckpts):
-        sys.exit(f"not every member of {model} has a checkpoint under runs/final/<name>/best.pt")
+        sys.exit(f"not every member of {model} has a checkpoint under runs/final/<name>/last.pt")
     spec["members"] = [{"path": str(c), "weight": m.get("weight", 1.0)} for c, m in zip(ckpts, spec["members"],
                                                                                           strict=True)]
     out = RUNS / "models" / f"{model.stem}_torch.json"
