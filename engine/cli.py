@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
     v.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels")
     v.add_argument("--iou-threshold", type=float, default=0.5, help="IoU for a predicted field to match a reference")
-    v.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    v.add_argument("--cell-size", type=float, help="grid cell in map units when both are polygon layers "
+                   "(default: the longer side of their extent / 2048)")
+    v.add_argument("--json", type=Path, help="also write the metrics to this JSON file ('-': print JSON only)")
 
     i = sub.add_parser("info", help="describe a model or ensemble (bands, normalisation, tiling, metrics)")
     i.add_argument("model", type=Path, nargs="?", default=None)
@@ -164,7 +166,10 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate, format_table
 
     metrics = evaluate(args.prediction, args.reference, pixel_size_m=args.pixel_size, tolerance_px=args.tolerance,
-                       iou_threshold=args.iou_threshold)
+                       iou_threshold=args.iou_threshold, cell_size=args.cell_size)
+    if args.json is not None and str(args.json) == "-":
+        print(json.dumps(metrics, indent=2))
+        return 0
     print(format_table(metrics))
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -2,7 +2,10 @@
 
 The first raster given (the prediction's, else the reference's) sets the grid; a raster on another grid is
 resampled onto it (nearest neighbour) and polygons are rasterised onto it (pixel centres inside), each polygon as
-its own field so that touching reference parcels stay separate objects. Metrics come from :mod:`engine.metrics`:
+its own field so that touching reference parcels stay separate objects. Two polygon layers are rasterised onto a
+grid over the union of their extents in the reference's CRS, with cells of ``cell_size`` map units (by default
+the longer side / 2048). The fields of a *mask* are its 4-connected components, so fields that touch in a mask
+count as one object. Metrics come from :mod:`engine.metrics`:
 pixel IoU/F1/precision/recall/accuracy, boundary F1 within a tolerance, the ratio error, and object-level
 precision/recall/F1 of fields matched at IoU >= 0.5 (as Fields of The World reports them).
 """
@@ -79,12 +82,45 @@ def _read_mask_raster(path: Path, grid: Grid | None) -> tuple[Grid, Layer]:
     return target, Layer(mask & valid, valid, m.label_instances(mask & valid))
 
 
-def _read_polygons(path: Path, grid: Grid) -> Layer:
+DEFAULT_CELLS = 2048
+
+
+def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> tuple[Grid, list, list]:
+    """Grid over both layers' extent in the reference's CRS; the two layers' polygons in that CRS."""
+    import math
+
+    import pyogrio
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from .stats import read_polygons
+
+    try:
+        wkt = pyogrio.read_info(ref_path).get("crs")
+    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
+        raise InputError(f"Cannot read {ref_path} as a vector layer ({exc}).") from exc
+    crs = CRS.from_user_input(wkt) if wkt else None
+    ref_polys, pred_polys = read_polygons(ref_path, crs), read_polygons(pred_path, crs)
+    if not ref_polys and not pred_polys:
+        raise InputError(f"{pred_path} and {ref_path} hold no polygons: there is nothing to compare.")
+    x0, y0, x1, y1 = shapely.total_bounds(np.array(ref_polys + pred_polys, dtype=object))
+    if cell_size is not None and cell_size <= 0:
+        raise InputError(f"--cell-size must be positive, got {cell_size}.")
+    cell = cell_size or max(x1 - x0, y1 - y0) / DEFAULT_CELLS
+    width, height = max(1, math.ceil((x1 - x0) / cell)), max(1, math.ceil((y1 - y0) / cell))
+    if width * height > 20_000 ** 2:
+        raise InputError(f"A {cell:g}-unit grid over the layers' extent would be {width} x {height} px; "
+                         "give a larger --cell-size.")
+    return Grid(height, width, from_origin(x0, y1, cell, cell), crs), pred_polys, ref_polys
+
+
+def _read_polygons(path: Path, grid: Grid, polys: list | None = None) -> Layer:
     from rasterio.features import rasterize
 
     from .stats import read_polygons
 
-    polys = read_polygons(path, grid.crs)
+    polys = read_polygons(path, grid.crs) if polys is None else polys
     inst = rasterize(((p, k) for k, p in enumerate(polys, start=1)), out_shape=(grid.height, grid.width),
                      transform=grid.transform, fill=0, dtype="int32") if polys else \
         np.zeros((grid.height, grid.width), np.int32)
@@ -92,13 +128,14 @@ def _read_polygons(path: Path, grid: Grid) -> Layer:
 
 
 def evaluate(prediction: str | Path, reference: str | Path, pixel_size_m: float | None = None,
-             tolerance_px: int = 2, iou_threshold: float = 0.5) -> dict:
+             tolerance_px: int = 2, iou_threshold: float = 0.5, cell_size: float | None = None) -> dict:
     """Compare a prediction with a reference.
 
     Args:
         prediction, reference: mask rasters (1 = cropland, 0 = other; 0/255 accepted) or polygon layers.
         pixel_size_m: pixel size in metres for rasters without a CRS (for the areas).
         tolerance_px: boundary F1 tolerance in pixels; iou_threshold: object matching threshold.
+        cell_size: grid cell in map units when both are polygon layers (default: longer side / 2048).
 
     Returns:
         dict: iou, f1, precision, recall, accuracy, ratio_pred, ratio_ref, ratio_error, boundary_precision,
@@ -106,13 +143,14 @@ def evaluate(prediction: str | Path, reference: str | Path, pixel_size_m: float 
         matched_fields, pred_area_m2, ref_area_m2 (None when unknown), valid_pixels, tolerance_px, iou_threshold.
 
     Raises:
-        InputError: missing files, non-mask rasters, or two polygon layers (one raster must set the grid).
+        InputError: missing or unreadable files, non-mask rasters, empty polygon layers.
     """
     pred_path, ref_path = Path(prediction), Path(reference)
     pred_raster, ref_raster = _is_raster(pred_path), _is_raster(ref_path)
     if not pred_raster and not ref_raster:
-        raise InputError("Give at least one mask raster (prediction or reference): it sets the pixel grid.")
-    if pred_raster:
+        grid, pred_polys, ref_polys = _polygon_grid(pred_path, ref_path, cell_size)
+        pred, ref = _read_polygons(pred_path, grid, pred_polys), _read_polygons(ref_path, grid, ref_polys)
+    elif pred_raster:
         grid, pred = _read_mask_raster(pred_path, None)
         ref = _read_mask_raster(ref_path, grid)[1] if ref_raster else _read_polygons(ref_path, grid)
     else:

@@ -42,7 +42,8 @@ class EvaluateAlgorithm(CroplandAlgorithm):
     HELP_ANCHOR = "evaluate-against-reference"
     HELP_TEXT = (
         "Compares a cropland prediction with a reference. Each may be a mask raster (1 = cropland, 0 = other, "
-        "nodata ignored) or a polygon layer; at least one should be a raster, whose grid is used.<br><br>"
+        "nodata ignored) or a polygon layer. A raster's grid is used (the prediction's first); two polygon "
+        "layers are rasterised on a grid of 2048 cells along the longer side of their joint extent.<br><br>"
         "Scores: pixel IoU, F1 (Dice), precision, recall and accuracy of the cropland class; boundary F1 "
         "(field edges matching within the tolerance in pixels); cropland ratios of both and their difference; "
         "field (object) precision, recall and F1, where a reference field counts as found when a predicted "

@@ -13,6 +13,7 @@ from helpers import field_scene, shared_path, write_raster
 from rasterio.crs import CRS
 
 from engine.cli import main
+from engine.errors import InputError
 from engine.evaluate import evaluate
 
 UTM = CRS.from_epsg(32633)
@@ -93,3 +94,32 @@ def test_evaluate_prediction_against_reference(tmp_path, green_model, capsys):
     table = capsys.readouterr().out
     assert "cropland IoU" in table and "object F1" in table
     assert json.loads((tmp_path / "m.json").read_text())["iou"] == pytest.approx(m["iou"])
+
+
+def test_evaluate_two_polygon_layers(tmp_path, capsys):
+    """Polygons against polygons: rasterised on a grid over both extents; metrics follow from the geometry."""
+    def write(path, polys, crs="EPSG:32633"):
+        pyogrio.raw.write(str(path), shapely.to_wkb(polys), [], [], geometry_type="Polygon", crs=crs, driver="GPKG")
+        return path
+
+    ref = write(tmp_path / "ref.gpkg", [shapely.box(0, 0, 400, 400), shapely.box(600, 0, 1000, 400)])
+    pred = write(tmp_path / "pred.gpkg", [shapely.box(0, 0, 400, 300)])  # 3/4 of one field, the other missed
+    m = evaluate(pred, ref, cell_size=10)
+    assert m["iou"] == pytest.approx(120000 / 320000)
+    assert m["precision"] == 1.0 and m["recall"] == pytest.approx(0.375)
+    assert m["ref_area_m2"] == pytest.approx(320000) and m["pred_area_m2"] == pytest.approx(120000)
+    assert (m["fields_ref"], m["fields_pred"], m["matched_fields"]) == (2, 1, 1)
+    # the prediction in another CRS (UTM 33N -> WGS 84) lands on the same grid
+    import pyproj
+    from shapely.affinity import translate
+    tr = pyproj.Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    ll = [shapely.transform(shapely.segmentize(shapely.box(0, 0, 400, 300), 10),
+                            lambda xy: np.column_stack(tr.transform(xy[:, 0] + 500000, xy[:, 1] + 6000000)))]
+    ref_m = write(tmp_path / "ref_m.gpkg", [translate(g, 500000, 6000000)
+                                            for g in (shapely.box(0, 0, 400, 400), shapely.box(600, 0, 1000, 400))])
+    m2 = evaluate(write(tmp_path / "pred_ll.gpkg", ll, crs="EPSG:4326"), ref_m, cell_size=10)
+    assert m2["iou"] == pytest.approx(m["iou"], abs=0.01)
+    assert main(["evaluate", str(pred), str(ref), "--cell-size", "10", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["iou"] == pytest.approx(m["iou"])
+    with pytest.raises(InputError, match="cell-size"):
+        evaluate(pred, ref, cell_size=-1)
