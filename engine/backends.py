@@ -86,12 +86,10 @@ class OnnxMember:
         if why_not and device == "auto" and _cuda_hardware_present():
             log(f"CUDA not used for {self.path.name}: {why_not}; running on the CPU.")
         self.device = "cuda" if used[0] == "CUDAExecutionProvider" else "cpu"
-        # On the CPU the arena keeps each member's peak activations (~250 MiB per member at 4 x 512² tiles) for
-        # the whole run; shrinking it after every call costs a few percent of speed and halves the peak memory.
-        self._run_options = None
-        if self.device == "cpu":
-            self._run_options = ort.RunOptions()
-            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        # The CPU arena keeps each member's peak activations (~250 MiB at 4 x 512² tiles) after a call; shrinking
+        # it after every call would cost ~8 % of speed, so it is shrunk once, by release_memory(), after inference.
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.label = (f"{self.device} (onnxruntime {used[0]}"
                       + (f", {opts.intra_op_num_threads} threads)" if self.device == "cpu" else ")"))
         props = self.session.get_modelmeta().custom_metadata_map
@@ -108,9 +106,17 @@ class OnnxMember:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability."""
-        out = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)},
-                               self._run_options)[0]
+        out = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})[0]
         return scores_to_probability(out, self.meta)
+
+    def release_memory(self) -> None:
+        """Hand the CPU memory arena's free blocks back (a one-tile call of the smallest size with arena
+        shrinkage); GPU memory stays with the session."""
+        if self.device != "cpu":
+            return
+        side = max(32, int(self.meta.extra.get("size_multiple", 1) or 1))
+        x = np.zeros((1, self.meta.n_bands, side, side), self._input_dtype)
+        self.session.run(None, {self._input_name: x}, self._shrink)
 
 
 def _cuda_hardware_present() -> bool:
@@ -178,6 +184,11 @@ class TorchMember:
         if meta.output == "probabilities":  # checkpoints return logits; exported ONNX adds the softmax
             meta = ModelMetadata(**{**meta.__dict__, "output": "logits"})
         return scores_to_probability(scores, meta)
+
+    def release_memory(self) -> None:
+        """Return cached CUDA memory to the driver (nothing to do on the CPU)."""
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
 
 
 def load_member(path: Path, backend: str = "auto", device: str = "auto", threads: int | None = None,

@@ -105,6 +105,11 @@ class Ensemble:
             total += np.float32(weight) * prob
         return total / np.float32(sum(self.weights))
 
+    def release_memory(self) -> None:
+        """Free the members' cached working memory (call after the last batch; the next call reallocates)."""
+        for member in self.members:
+            member.release_memory()
+
     def _run_views(self, member, x: np.ndarray, tta: bool) -> np.ndarray:
         if not tta:
             return self._run_batched(member, x)

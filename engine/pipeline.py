@@ -214,6 +214,7 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
             if counter.valid_pixels == 0:
                 raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
             has_nodata = counter.valid_pixels < source.width * source.height
+            ens.release_memory()
             release_heap()
             fields = _pass_vectorize(source, opts, area, raw_path, prob_path, has_nodata, timer, progress,
                                      is_cancelled)

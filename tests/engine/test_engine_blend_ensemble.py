@@ -132,3 +132,13 @@ def test_bad_ensemble_files(two_models, tmp_path):
     bad.write_text(json.dumps({"members": [{"path": str(d / "green.onnx")}, {"path": str(four)}]}))
     with pytest.raises(ModelError, match="disagree"):
         load_model(bad)
+
+
+def test_release_memory_keeps_the_members_usable(two_models):
+    _, green, _ = two_models
+    ens = load_model(green, ExtractOptions(device="cpu"))
+    x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64)).astype(np.float32)
+    valid = np.ones((2, 64, 64), bool)
+    before = ens.predict(x, valid)
+    ens.release_memory()
+    np.testing.assert_array_equal(ens.predict(x, valid), before)
