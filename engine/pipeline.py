@@ -38,6 +38,9 @@ from .vectorize import Field, StripVectorizer, filter_fields, simplify_fields, t
 from .writers import RowWriter, raster_profile, write_fields
 
 PROB_NODATA = -1.0
+# Without --probability, the probability is kept only for each field's mean: as uint8 (p x 254, 255 = nodata),
+# a quarter of the float32 bytes to compress and write, at most 0.002 off.
+PROB_SCALE_U8 = 254
 MASK_NODATA = 255
 STRIP_ROWS = 1024
 GDAL_CACHE_BYTES = 256 * 2**20
@@ -208,9 +211,10 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     try:
         with tempfile.TemporaryDirectory(prefix="cropland-") as tmp:
             prob_path = parts.get("probability", Path(tmp) / "probability.tif")
+            quantized = "probability" not in parts and not want_arrays
             raw_path = Path(tmp) / "raw_mask.tif"
             counter = _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area, prob_path, raw_path,
-                                  timer, progress, is_cancelled, show_bar)
+                                  timer, progress, is_cancelled, show_bar, quantized)
             if counter.valid_pixels == 0:
                 raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
             has_nodata = counter.valid_pixels < source.width * source.height
@@ -262,8 +266,11 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
 
 
 def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: AreaModel, prob_path, raw_path,
-                timer: StageTimer, progress, is_cancelled, show_bar: bool) -> AreaCounter:
-    """Pass 1: infer every tile, blend, write probability and raw mask rows; returns the valid-area counter."""
+                timer: StageTimer, progress, is_cancelled, show_bar: bool, quantized: bool = False) -> AreaCounter:
+    """Pass 1: infer every tile, blend, write probability and raw mask rows; returns the valid-area counter.
+
+    The probability raster is float32 (nodata -1), or uint8 (p x 254, nodata 255) when ``quantized``.
+    """
     import rasterio
     from tqdm import tqdm
 
@@ -281,7 +288,8 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
         valid = np.stack([m for _, m in reads])
         return raw, valid, time.perf_counter() - t0
 
-    with rasterio.open(prob_path, "w", **prof, dtype="float32", nodata=PROB_NODATA) as prob_ds, \
+    prob_kind = ("uint8", MASK_NODATA) if quantized else ("float32", PROB_NODATA)
+    with rasterio.open(prob_path, "w", **prof, dtype=prob_kind[0], nodata=prob_kind[1]) as prob_ds, \
             rasterio.open(raw_path, "w", **prof, dtype="uint8", nodata=MASK_NODATA) as raw_ds, \
             ThreadPoolExecutor(1) as pool, \
             tqdm(total=len(tiles), unit="tile", disable=not show_bar, file=sys.stderr, leave=False) as bar:
@@ -289,7 +297,11 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
 
         def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
             with timer("write_raster"):
-                prob_writer.write(row0, np.where(valid, prob, PROB_NODATA).astype(np.float32))
+                if quantized:
+                    prob_writer.write(row0, np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA)
+                                      .astype(np.uint8))
+                else:
+                    prob_writer.write(row0, np.where(valid, prob, PROB_NODATA).astype(np.float32))
                 raw_writer.write(row0, np.where(valid, prob > threshold, MASK_NODATA).astype(np.uint8))
                 counter.add(row0, valid)
 
@@ -340,7 +352,8 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_noda
                     is_cancelled) -> list[Field]:
     """Pass 2: opening, components and polygons strip by strip, then whole-field filters.
 
-    ``raw_path``: mask raster, 1 = cropland, 255 = nodata; ``prob_path``: probability raster or None;
+    ``raw_path``: mask raster, 1 = cropland, 255 = nodata; ``prob_path``: probability raster (float32, or
+    uint8 = p x 254) or None;
     ``has_nodata``: whether the mask may hold nodata (then holes are only filled when they hold none).
     """
     import cv2
@@ -363,6 +376,8 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_noda
                 a, b = max(row0 - halo, 0), min(row0 + n + halo, h)
                 raw = raw_ds.read(1, window=RioWindow(0, a, w, b - a))
                 prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
+                if prob is not None and prob.dtype == np.uint8:
+                    prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
             with timer("vectorize"):
                 mask = (raw == 1).astype(np.uint8)
                 if kernel is not None:

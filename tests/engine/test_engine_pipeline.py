@@ -8,6 +8,8 @@ import numpy as np
 import pyogrio.raw
 import pytest
 import rasterio
+import rasterio.features
+import shapely
 from affine import Affine
 from helpers import field_scene, green_threshold_onnx, write_raster
 from rasterio.crs import CRS
@@ -57,6 +59,16 @@ def test_end_to_end_outputs(scene, green_model, tmp_path):
         assert key in row
     assert row["field_count"] == 6 and row["crs"] == "EPSG:32633" and row["pixel_size_m"] == 2.0
     assert not list(tmp_path.glob(".*part*"))  # no temporary file left behind
+    # each field's mean probability is the mean of the probability raster over its pixels; without
+    # --probability it comes from a uint8 copy, at most 1/508 off
+    mean_prob = dict(zip(meta["fields"], data, strict=True))["mean_prob"]
+    ids = rasterio.features.rasterize(zip(shapely.from_wkb(_geom), range(1, len(mean_prob) + 1), strict=True),
+                                      out_shape=prob.shape, transform=T2M, dtype="int32")
+    expected = [prob[ids == k].mean() for k in range(1, len(mean_prob) + 1)]
+    np.testing.assert_allclose(mean_prob, expected, atol=1e-5)
+    lean = extract(path, green_model, OutputPaths(vector=tmp_path / "lean.gpkg"), ExtractOptions(opening_px=0))
+    assert [f.mean_probability for f in lean.fields] == pytest.approx(list(mean_prob), abs=1 / 508)
+    assert [f.mean_probability for f in lean.fields] != pytest.approx(list(mean_prob), abs=1e-7)
 
 
 def test_nodata_is_never_cropland(tmp_path, green_model):
