@@ -42,40 +42,16 @@ for lab in $(ls "$N_ABS/derived/extent_masks/" | sort); do
   ln -sf "$N_ABS/derived/extent_masks/$t.tif" "$X/labels/$t.tif"
 done
 
-COMMON=(--images "$D/images" --labels "$D/labels" --epochs 8 --steps-per-epoch 25 --batch-size 8 --lr 2e-3
-        --resolution-m 2 --seed 0
-        --extra-images "$X/images" --extra-labels "$X/labels" --extra-scale 0.5 --extra-share 0.4 --scale-min 0.4)
-declare -A ARCH=(
-  [unet_w16]="--arch unet --width 16 --tile 192"
-  [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2 --tile 192"
-  [unet_mobilenet_v2]="--arch smp:Unet:mobilenet_v2 --decoder-channels 128,64,32,16,16 --tile 192"
-)
-NAMES=(unet_w16 linknet_mobilenet_v2 unet_mobilenet_v2)
-
-# 1.-2. cross-validation
-for name in "${NAMES[@]}"; do
-  # shellcheck disable=SC2086
-  $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --folds 6 --out "$WORK/cv/$name"
-done
-$PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels" --out "$WORK/cv/ensemble"
-$PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels" --images "$D/images" --engine \
-    --out "$WORK/cv/ensemble_engine"
-
-# 3.-4. final members, export, ensemble.json
-for name in "${NAMES[@]}"; do
-  # shellcheck disable=SC2086
-  $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --out "$WORK/final/$name"
-  $PY -m training export "$WORK/final/$name/last.pt" --onnx "resources/models/$name.onnx" --fp16 \
-      --name "$name" --metrics "$WORK/cv/$name/cv_summary.json" --parity-image "$D/images/Data1.tif"
-done
-MEMBERS=()
-for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/$name.onnx"); done
-$PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/ensemble.json \
-    --name cropland-default-v2 --fusion mean --metrics "$WORK/cv/ensemble_engine/ensemble_cv.json" \
-    --description "${DESCRIPTION:-Mean of three small tile-invariant CNNs (plain U-Net, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles (MathorCup 2020) and 32 US NAIP farmland tiles read at 2 m; see MODEL_CARD.md.}"
+# 1.-4. the default recipe with these members and the US extras
+MEMBERS="unet_w16 linknet_mobilenet_v2 unet_mobilenet_v2" \
+EXTRA_ARGS="--extra-images $X/images --extra-labels $X/labels --extra-scale 0.5 --extra-share 0.4 --scale-min 0.4" \
+ENSEMBLE_NAME=cropland-default-v2 \
+DESCRIPTION="Mean of three small tile-invariant CNNs (plain U-Net, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles (MathorCup 2020) and 32 US NAIP farmland tiles read at 2 m; see MODEL_CARD.md." \
+PYTHON=$PY bash training/recipes/default_ensemble.sh "$DATA" "$WORK"
 
 # 5. checks (MODEL_CARD.md tables)
-$PY training/recipes/us_checks.py holdout "${MEMBERS[@]}" resources/models/ensemble.json --data "$N" \
+MODELS=(resources/models/unet_w16.onnx resources/models/linknet_mobilenet_v2.onnx resources/models/unet_mobilenet_v2.onnx)
+$PY training/recipes/us_checks.py holdout "${MODELS[@]}" resources/models/ensemble.json --data "$N" \
     --json "$WORK/us_holdout.json"
-$PY training/recipes/us_checks.py tiling "${MEMBERS[@]}" resources/models/ensemble.json
+$PY training/recipes/us_checks.py tiling "${MODELS[@]}" resources/models/ensemble.json
 $PY training/recipes/us_checks.py overlay resources/models/ensemble.json --out "$WORK/overlay_naip_nd_2012.png"

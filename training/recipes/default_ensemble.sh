@@ -10,20 +10,24 @@
 #   2. fusion of their held-out probabilities (ensemble metrics), also through the engine and ONNX;
 #   3. the three members trained on all six tiles with the same settings;
 #   4. fp16-weight ONNX export (with a parity check) and ensemble.json.
+# Variants (e.g. training/recipes/candidate_v2.sh) set, in the environment: MEMBERS (names from the ARCH table
+# below), EXTRA_ARGS (more `training fit` options, e.g. extra data), ENSEMBLE_NAME and DESCRIPTION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:-../shared/data}
 WORK=${2:-runs}
 PY=${PYTHON:-.venv/bin/python}
 D=$DATA/mathorcup2020_cropland/train
+# shellcheck disable=SC2206
 COMMON=(--images "$D/images" --labels "$D/labels" --epochs 8 --steps-per-epoch 25 --batch-size 8 --lr 2e-3
-        --resolution-m 2 --seed 0)
+        --resolution-m 2 --seed 0 ${EXTRA_ARGS:-})
 declare -A ARCH=(
   [fcn_se_resnet50_w24]="--arch fcn_se_resnet50 --width 24 --tile 224"
   [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2 --tile 192"
   [unet_mobilenet_v2]="--arch smp:Unet:mobilenet_v2 --decoder-channels 128,64,32,16,16 --tile 192"
+  [unet_w16]="--arch unet --width 16 --tile 192"
 )
-NAMES=(fcn_se_resnet50_w24 linknet_mobilenet_v2 unet_mobilenet_v2)
+read -r -a NAMES <<< "${MEMBERS:-fcn_se_resnet50_w24 linknet_mobilenet_v2 unet_mobilenet_v2}"
 
 for name in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
@@ -43,5 +47,5 @@ done
 MEMBERS=()
 for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/$name.onnx"); done
 $PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/ensemble.json \
-    --name cropland-default-v1 --fusion mean --metrics "$WORK/cv/ensemble_engine/ensemble_cv.json" \
-    --description "Mean of three small CNNs (FCN-1s SE-ResNet50, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles; see MODEL_CARD.md."
+    --name "${ENSEMBLE_NAME:-cropland-default-v1}" --fusion mean --metrics "$WORK/cv/ensemble_engine/ensemble_cv.json" \
+    --description "${DESCRIPTION:-Mean of three small CNNs (FCN-1s SE-ResNet50, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles; see MODEL_CARD.md.}"
