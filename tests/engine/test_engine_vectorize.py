@@ -25,6 +25,14 @@ def truth_fields(truth: np.ndarray) -> list[int]:
     return sorted(np.bincount(labels.ravel())[1:].tolist())
 
 
+def fields_in_strips(mask: np.ndarray, rows: int) -> list:
+    """The mask's fields, vectorised in strips of ``rows`` rows."""
+    vec = StripVectorizer(mask.shape[1])
+    for r in range(0, mask.shape[0], rows):
+        vec.add(r, mask[r:r + rows])
+    return vec.fields()
+
+
 def test_synthetic_fields_exact_count_and_areas(tmp_path):
     _, truth = field_scene()
     mask = truth.copy()
@@ -70,14 +78,7 @@ def test_hole_holding_nodata_is_not_filled(tmp_path):
 def test_strip_seams_leave_no_trace():
     """Vectorising in strips of 7 rows gives the same fields as one strip."""
     _, truth = field_scene()
-
-    def run(rows: int):
-        vec = StripVectorizer(truth.shape[1])
-        for r in range(0, truth.shape[0], rows):
-            vec.add(r, truth[r:r + rows])
-        return vec.fields()
-
-    whole, strips = run(truth.shape[0]), run(7)
+    whole, strips = fields_in_strips(truth, truth.shape[0]), fields_in_strips(truth, 7)
     assert len(whole) == len(strips) == len(truth_fields(truth))
     for a, b in zip(whole, strips, strict=True):
         assert a.polygon.equals(b.polygon)
@@ -203,13 +204,7 @@ def test_strip_seams_on_a_ragged_mask_spanning_every_strip():
     mask[100:140, 20:90] = 0  # a pond, then an island in it
     mask[110:130, 40:60] = 1
 
-    def run(rows: int):
-        vec = StripVectorizer(mask.shape[1])
-        for r in range(0, mask.shape[0], rows):
-            vec.add(r, mask[r:r + rows])
-        return vec.fields()
-
-    whole, strips = run(mask.shape[0]), run(5)
+    whole, strips = fields_in_strips(mask, mask.shape[0]), fields_in_strips(mask, 5)
     assert len(whole) == len(strips) == len(truth_fields(mask))
     assert sum(f.pixels for f in strips) == int(mask.sum())
     big = max(strips, key=lambda f: f.pixels)
