@@ -10,6 +10,7 @@ probabilities. When CUDA was asked for (``device="cuda"``) and cannot be used, l
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -115,8 +116,10 @@ class OnnxMember:
         if self.device != "cpu":
             return
         side = max(32, int(self.meta.extra.get("size_multiple", 1) or 1))
-        x = np.zeros((1, self.meta.n_bands, side, side), self._input_dtype)
-        self.session.run(None, {self._input_name: x}, self._shrink)
+        shape = [d if isinstance(d, int) else s for d, s in
+                 zip(self.session.get_inputs()[0].shape, (1, self.meta.n_bands, side, side), strict=False)]
+        with contextlib.suppress(Exception):  # a model that refuses the probe keeps its arena; nothing else changes
+            self.session.run(None, {self._input_name: np.zeros(shape, self._input_dtype)}, self._shrink)
 
 
 def _cuda_hardware_present() -> bool:
