@@ -126,11 +126,13 @@ def test_evaluate_polygons_against_a_raster(provider, data_dir):
     assert result["OBJECT_F1"] == pytest.approx(1.0)
 
 
-def test_evaluate_two_polygon_layers_is_refused(provider):
-    from qgis.core import QgsProcessingException
-
-    with pytest.raises(QgsProcessingException, match="raster"):
-        run("evaluate", {"PREDICTION": field_polygons_layer(), "REFERENCE": field_polygons_layer()})
+def test_evaluate_two_polygon_layers(provider):
+    """Two polygon layers (one in another CRS) are compared on a grid over their joint extent."""
+    result = run("evaluate", {"PREDICTION": field_polygons_layer(fields=FIELDS[:2], crs="EPSG:3857"),
+                              "REFERENCE": field_polygons_layer()})
+    assert result["PRECISION"] == pytest.approx(1.0, abs=0.01)
+    assert result["RECALL"] == pytest.approx(field_pixels(FIELDS[:2]) / field_pixels(), abs=0.01)
+    assert result["OBJECT_RECALL"] == pytest.approx(2 / 3) and result["OBJECT_PRECISION"] == pytest.approx(1.0)
 
 
 def test_a_graphical_model_chains_extract_and_ratio(provider, tiny_model, data_dir, tmp_path):
