@@ -96,6 +96,8 @@ def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> t
 
     from .stats import read_polygons
 
+    if cell_size is not None and cell_size <= 0:
+        raise InputError(f"--cell-size must be positive, got {cell_size}.")
     try:
         wkt = pyogrio.read_info(ref_path).get("crs")
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
@@ -105,8 +107,6 @@ def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> t
     if not ref_polys and not pred_polys:
         raise InputError(f"{pred_path} and {ref_path} hold no polygons: there is nothing to compare.")
     x0, y0, x1, y1 = shapely.total_bounds(np.array(ref_polys + pred_polys, dtype=object))
-    if cell_size is not None and cell_size <= 0:
-        raise InputError(f"--cell-size must be positive, got {cell_size}.")
     cell = cell_size or max(x1 - x0, y1 - y0) / DEFAULT_CELLS
     width, height = max(1, math.ceil((x1 - x0) / cell)), max(1, math.ceil((y1 - y0) / cell))
     if width * height > 20_000 ** 2:
@@ -115,12 +115,16 @@ def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> t
     return Grid(height, width, from_origin(x0, y1, cell, cell), crs), pred_polys, ref_polys
 
 
-def _read_polygons(path: Path, grid: Grid, polys: list | None = None) -> Layer:
-    from rasterio.features import rasterize
-
+def _read_polygons(path: Path, grid: Grid) -> Layer:
     from .stats import read_polygons
 
-    polys = read_polygons(path, grid.crs) if polys is None else polys
+    return _polygon_layer(read_polygons(path, grid.crs), grid)
+
+
+def _polygon_layer(polys: list, grid: Grid) -> Layer:
+    """Polygons in the grid's CRS -> a layer on the grid, each polygon its own instance."""
+    from rasterio.features import rasterize
+
     inst = rasterize(((p, k) for k, p in enumerate(polys, start=1)), out_shape=(grid.height, grid.width),
                      transform=grid.transform, fill=0, dtype="int32") if polys else \
         np.zeros((grid.height, grid.width), np.int32)
@@ -149,7 +153,7 @@ def evaluate(prediction: str | Path, reference: str | Path, pixel_size_m: float 
     pred_raster, ref_raster = _is_raster(pred_path), _is_raster(ref_path)
     if not pred_raster and not ref_raster:
         grid, pred_polys, ref_polys = _polygon_grid(pred_path, ref_path, cell_size)
-        pred, ref = _read_polygons(pred_path, grid, pred_polys), _read_polygons(ref_path, grid, ref_polys)
+        pred, ref = _polygon_layer(pred_polys, grid), _polygon_layer(ref_polys, grid)
     elif pred_raster:
         grid, pred = _read_mask_raster(pred_path, None)
         ref = _read_mask_raster(ref_path, grid)[1] if ref_raster else _read_polygons(ref_path, grid)

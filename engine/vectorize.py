@@ -5,8 +5,8 @@ polygonize (``rasterio.features.shapes``), which gives exact pixel-edge outlines
 in *pixel* coordinates (integers, exact), so fragments of one field cut by a strip boundary share identical edges:
 they are found by comparing the labels on both sides of the seam (union-find). To merge them, their edges along the
 seam rows get a vertex at every pixel corner, which makes the fragments an exactly noded coverage, and GEOS's
-coverage union joins them in about linear time (a general ``union_all`` costs minutes on a field that spans a large
-raster and holds thousands of holes); the collinear seam vertices are dropped afterwards.
+coverage union joins them (on a 256 Mpx mosaic whose one field spans the raster with thousands of holes, a general
+``union_all`` took about 45 of the 61 s of vectorising); the collinear seam vertices are dropped afterwards.
 4-connectivity keeps two fields that only touch at a corner (across a one-pixel diagonal road) apart.
 
 Then, on whole fields: drop those under the minimum area, fill holes under the maximum hole area (never holes
