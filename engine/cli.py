@@ -131,7 +131,7 @@ def _extract(args) -> int:
     model = load_model(args.model, options, log=log)
     results = []
     for inp, outputs in plans:
-        result = extract(inp, model, outputs, options, log=log, show_bar=not args.quiet)
+        result = extract(inp, model, outputs, options, log=log, show_bar=not args.quiet, keep_fields=False)
         print(result.summary(), flush=True)
         results.append(result)
     if args.report:

@@ -4,9 +4,11 @@ Pass 1, over tile rows: read windows -> normalise -> batched inference -> ensemb
 finished band of rows is thresholded and written to two temporary GeoTIFFs (the fused probability and the raw
 0/1/255 mask) while the valid area is counted. Reading the next batch overlaps inference of the current one.
 Pass 2, over strips of the raw mask: morphological opening -> 4-connected components -> polygons, merged across
-strips -> minimum area and hole filling on whole fields.
-Pass 3, over strips: the final fields are burnt into the final mask, which gives the cropland pixel count and
-area (and the ``--mask`` file). Then polygons are optionally simplified and written, with their attributes.
+strips; each field, as soon as no later strip can add to it, goes through the minimum-area and hole filters and
+is spooled to a temporary file, so only the fields still open at the current strip are held in memory. The opened
+mask's cropland is counted (and written as the ``--mask`` file) on the way.
+Pass 3, only when the filters dropped a field or filled a hole: the opened mask again with those changes burnt in,
+recounted and rewritten. Then the spooled fields are numbered top-to-bottom and written in chunks.
 All outputs are written under temporary names and moved into place only when everything succeeded.
 """
 
@@ -27,23 +29,22 @@ from .blend import StripBlender
 from .ensemble import Ensemble, load_ensemble
 from .errors import Cancelled, InputError
 from .io import ArraySource, FileSource, RasterSource, Window, sample_values
+from .mask_stream import MASK_NODATA, STRIP_ROWS, FieldBuilder, MaskStream
 from .normalize import choose_stretch
 from .options import ExtractOptions, OutputPaths
 from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
 from .report import write_report
 from .result import ExtractionResult, FieldRecord
+from .spool import FieldSpool
 from .stats import AreaCounter, AreaModel, area_model, crs_label, iter_strips
 from .tiling import TileGrid
-from .vectorize import Field, StripVectorizer, filter_fields, simplify_fields, to_map
-from .writers import RowWriter, raster_profile, write_fields
+from .writers import FieldWriter, RowWriter, raster_profile
 
 PROB_NODATA = -1.0
 # Without --probability, the probability is kept only for each field's mean: as uint8 (p x 254, 255 = nodata),
 # a quarter of the float32 bytes to compress and write, at most 0.002 off.
 PROB_SCALE_U8 = 254
-MASK_NODATA = 255
-STRIP_ROWS = 1024
-GDAL_CACHE_BYTES = 256 * 2**20
+GDAL_CACHE_MIN, GDAL_CACHE_MAX = 32 * 2**20, 256 * 2**20
 
 
 def _noop(*_args) -> None:
@@ -71,12 +72,22 @@ class StageTimer:
                 self._stack[-1][1] += spent
 
 
+def gdal_cache_bytes(source: RasterSource | None = None, tile: int = 0) -> int:
+    """Bytes of GDAL block cache a run needs: three rows of tiles of the source's selected bands (the rows being
+    read while the last is still cached), within :data:`GDAL_CACHE_MIN`..:data:`GDAL_CACHE_MAX`."""
+    if source is None:
+        return GDAL_CACHE_MIN
+    row = source.width * tile * len(source.bands) * np.dtype(source.dtype).itemsize
+    return int(min(max(3 * row, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
+
+
 @contextmanager
-def bounded_gdal_cache():
-    """Cap GDAL's raster block cache at :data:`GDAL_CACHE_BYTES` for the duration of a run.
+def bounded_gdal_cache(nbytes: int = GDAL_CACHE_MIN):
+    """Cap GDAL's raster block cache at ``nbytes`` for the duration of a run.
 
     GDAL's default cache is 5 % of the machine's RAM; streaming a large raster fills it, so the process's memory
-    grows with the raster up to that size (1.2 GB on a 24 GB machine, 3.2 GB on a 64 GB one) instead of staying flat.
+    grows with the raster up to that size (1.2 GB on a 24 GB machine, 3.2 GB on a 64 GB one) instead of staying
+    flat. Every pass reads and writes in order, so a cache larger than one band of rows buys nothing.
     A ``GDAL_CACHEMAX`` set in the environment is respected. The previous limit is restored afterwards.
     """
     if os.environ.get("GDAL_CACHEMAX"):
@@ -84,7 +95,7 @@ def bounded_gdal_cache():
         return
     import rasterio
 
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # rasterio passes an integer to GDALSetCacheMax64 (bytes)
+    with rasterio.Env(GDAL_CACHEMAX=int(nbytes)):  # rasterio passes an integer to GDALSetCacheMax64 (bytes)
         yield
 
 
@@ -139,7 +150,8 @@ def run_file(path: Path, model, outputs: OutputPaths, options: ExtractOptions, p
     start = time.perf_counter()
     check_outputs(outputs, [path])
     ens = load_ensemble(model if model is not None else DEFAULT_MODEL, options, log)
-    with bounded_gdal_cache(), _open_file(Path(path), ens, options) as source:
+    with _open_file(Path(path), ens, options) as source, \
+            bounded_gdal_cache(gdal_cache_bytes(source, options.tile_size or ens.tile_size)):
         result, _, _ = _run(source, ens, outputs, options, progress, is_cancelled, log, keep_fields, show_bar,
                             start, want_arrays=False)
     return result
@@ -210,27 +222,39 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     created = make_folders(outputs)
     try:
         with tempfile.TemporaryDirectory(prefix="cropland-") as tmp:
-            prob_path = parts.get("probability", Path(tmp) / "probability.tif")
+            # Without filters the mask is final as inference makes it: fields, counts and the --mask file come
+            # out of pass 1 directly. The filters need a second look at the whole field first, so then the mask
+            # (and the probability, for the fields' means) go through temporary rasters.
+            filtered = area.known and (opts.min_area_m2 > 0 or opts.max_hole_m2 > 0)
+            prob_path = parts.get("probability", Path(tmp) / "probability.tif" if filtered or want_arrays else None)
             quantized = "probability" not in parts and not want_arrays
-            raw_path = Path(tmp) / "raw_mask.tif"
-            counter = _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area, prob_path, raw_path,
-                                  timer, progress, is_cancelled, show_bar, quantized)
-            if counter.valid_pixels == 0:
-                raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
-            has_nodata = counter.valid_pixels < source.width * source.height
-            ens.release_memory()
-            release_heap()
-            fields = _pass_vectorize(source, opts, area, raw_path, prob_path, has_nodata, timer, progress,
-                                     is_cancelled)
-            release_heap()
+            raw_path = Path(tmp) / "raw_mask.tif" if filtered else None
             mask_path = parts.get("mask", Path(tmp) / "mask.tif" if want_arrays else None)
-            with timer("write_raster"):
-                _pass_final_mask(source, fields, raw_path, mask_path, counter)
-            progress(0.97, "writing fields")
-            records = _records(fields, opts, area, source)
-            if "vector" in parts:
+            spool = FieldSpool(tmp)
+            try:
+                with _mask_writer(source, None if filtered else mask_path) as mask_writer:
+                    counter = AreaCounter(area)
+                    builder = None if filtered else FieldBuilder(source.width, source.height, source.transform,
+                                                                 area, opts, spool, counter, mask_writer,
+                                                                 timer=timer)
+                    _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter, prob_path, raw_path,
+                                builder, timer, progress, is_cancelled, show_bar, quantized)
+                    if counter.valid_pixels == 0:
+                        raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+                    if builder is not None:
+                        builder.finish()
+                ens.release_memory()
+                release_heap()
+                if filtered:
+                    has_nodata = counter.valid_pixels < source.width * source.height
+                    _filtered_passes(source, opts, area, raw_path, prob_path, has_nodata, mask_path, counter,
+                                     spool, timer, progress, is_cancelled)
+                progress(0.97, "writing fields")
                 with timer("write_vector"):
-                    write_fields(parts["vector"], records, source.crs)
+                    records = _write_records(spool, parts.get("vector"), source.crs, keep_fields)
+                field_count = len(spool)
+            finally:
+                spool.close()
             arrays = (None, None)
             if want_arrays:
                 import rasterio
@@ -252,8 +276,8 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     result = ExtractionResult(
         input=source.name, crs=stats.crs, pixel_size_m=stats.pixel_size_m, area_method=stats.area_method,
         valid_area_m2=stats.valid_area_m2, cropland_area_m2=stats.cropland_area_m2,
-        cropland_ratio=stats.cropland_ratio, field_count=len(records), valid_pixels=stats.valid_pixels,
-        cropland_pixels=stats.cropland_pixels, fields=records if keep_fields else [],
+        cropland_ratio=stats.cropland_ratio, field_count=field_count, valid_pixels=stats.valid_pixels,
+        cropland_pixels=stats.cropland_pixels, fields=records,
         models=ens.model_names, device=ens.device, stage_seconds=dict(timer.seconds),
         outputs={kind: str(path) for kind, path in outputs.items()},
     )
@@ -265,9 +289,12 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
     return result, arrays[0], arrays[1]
 
 
-def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: AreaModel, prob_path, raw_path,
-                timer: StageTimer, progress, is_cancelled, show_bar: bool, quantized: bool = False) -> AreaCounter:
-    """Pass 1: infer every tile, blend, write probability and raw mask rows; returns the valid-area counter.
+def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter: AreaCounter, prob_path, raw_path,
+                builder: FieldBuilder | None, timer: StageTimer, progress, is_cancelled, show_bar: bool,
+                quantized: bool = False) -> None:
+    """Pass 1: infer every tile and blend; each finished band of rows is counted into ``counter`` (valid area),
+    written to ``prob_path`` and ``raw_path`` (the thresholded 0/1/255 mask) when those are given, and streamed
+    through the opening into ``builder`` when given.
 
     The probability raster is float32 (nodata -1), or uint8 (p x 254, nodata 255) when ``quantized``.
     """
@@ -275,7 +302,6 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
     from tqdm import tqdm
 
     grid = TileGrid(source.height, source.width, tile, overlap)
-    counter = AreaCounter(area)
     prof = raster_profile(source)
     tiles = list(grid.tiles())
     batches = [tiles[i:i + ens.batch_size] for i in range(0, len(tiles), ens.batch_size)]
@@ -288,22 +314,30 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
         valid = np.stack([m for _, m in reads])
         return raw, valid, time.perf_counter() - t0
 
+    def optional_raster(path, dtype, nodata):
+        return rasterio.open(path, "w", **prof, dtype=dtype, nodata=nodata) if path else contextlib.nullcontext()
+
     prob_kind = ("uint8", MASK_NODATA) if quantized else ("float32", PROB_NODATA)
-    with rasterio.open(prob_path, "w", **prof, dtype=prob_kind[0], nodata=prob_kind[1]) as prob_ds, \
-            rasterio.open(raw_path, "w", **prof, dtype="uint8", nodata=MASK_NODATA) as raw_ds, \
+    stream = MaskStream(source.height, opts.opening_px, builder) if builder is not None else None
+    with optional_raster(prob_path, *prob_kind) as prob_ds, optional_raster(raw_path, "uint8", MASK_NODATA) as raw_ds, \
             ThreadPoolExecutor(1) as pool, \
             tqdm(total=len(tiles), unit="tile", disable=not show_bar, file=sys.stderr, leave=False) as bar:
-        prob_writer, raw_writer = RowWriter(prob_ds), RowWriter(raw_ds)
+        prob_writer = RowWriter(prob_ds) if prob_ds is not None else None
+        raw_writer = RowWriter(raw_ds) if raw_ds is not None else None
 
         def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+            counter.add(row0, valid)
+            mask = (prob > threshold) & valid
             with timer("write_raster"):
-                if quantized:
+                if prob_writer is not None and quantized:
                     prob_writer.write(row0, np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA)
                                       .astype(np.uint8))
-                else:
+                elif prob_writer is not None:
                     prob_writer.write(row0, np.where(valid, prob, PROB_NODATA).astype(np.float32))
-                raw_writer.write(row0, np.where(valid, prob > threshold, MASK_NODATA).astype(np.uint8))
-                counter.add(row0, valid)
+                if raw_writer is not None:
+                    raw_writer.write(row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
+            if stream is not None:
+                stream.push(row0, mask.astype(np.uint8), valid, prob)
 
         blender = StripBlender(grid, emit)
         future = pool.submit(read_batch, batches[0])
@@ -326,9 +360,11 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, area: Area
             bar.update(len(batches[k]))
             progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
         with timer("write_raster"):
-            prob_writer.close()
-            raw_writer.close()
-    return counter
+            for writer in (prob_writer, raw_writer):
+                if writer is not None:
+                    writer.close()
+        if stream is not None:
+            stream.close()
 
 
 def fields_from_mask(mask_path: str | Path, pixel_size_m: float | None = None, min_area_m2: float = 0.0,
@@ -341,113 +377,162 @@ def fields_from_mask(mask_path: str | Path, pixel_size_m: float | None = None, m
     """
     options = ExtractOptions(min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, opening_px=opening_px,
                              simplify_m=simplify_m, pixel_size_m=pixel_size_m)
-    with bounded_gdal_cache(), FileSource(mask_path) as source:
+    with bounded_gdal_cache(), FileSource(mask_path) as source, tempfile.TemporaryDirectory() as tmp:
         area = area_model(source.crs, source.transform, source.height, pixel_size_m, log, Path(mask_path).name)
-        fields = _pass_vectorize(source, options, area, Path(mask_path), None, True, StageTimer(), _noop,
-                                 lambda: False)
-        return _records(fields, options, area, source)
+        spool = FieldSpool(tmp)
+        try:
+            _pass_vectorize(source, options, area, Path(mask_path), None, True, spool, None, None, StageTimer(),
+                            _noop, lambda: False)
+            return _write_records(spool, None, source.crs, keep=True)
+        finally:
+            spool.close()
 
 
-def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_nodata: bool, timer, progress,
-                    is_cancelled) -> list[Field]:
-    """Pass 2: opening, components and polygons strip by strip, then whole-field filters.
+def _filtered_passes(source, opts, area: AreaModel, raw_path: Path, prob_path: Path, has_nodata: bool,
+                     mask_path: Path | None, counter: AreaCounter, spool: FieldSpool, timer, progress,
+                     is_cancelled) -> None:
+    """Passes 2 and 3, when the filters are on: fields into ``spool``, cropland into ``counter``, the final
+    mask into ``mask_path``, from the temporary rasters of pass 1.
 
-    ``raw_path``: mask raster, 1 = cropland, 255 = nodata; ``prob_path``: probability raster (float32, or
-    uint8 = p x 254) or None;
-    ``has_nodata``: whether the mask may hold nodata (then holes are only filled when they hold none).
+    Pass 2 counts the cropland of the opened mask and writes it as the final mask; only when a field was
+    dropped or a hole filled does pass 3 recount and rewrite it with those changes burnt in.
     """
-    import cv2
+    with _mask_writer(source, mask_path) as writer:
+        changes = _pass_vectorize(source, opts, area, raw_path, prob_path, has_nodata, spool, counter, writer,
+                                  timer, progress, is_cancelled)
+    release_heap()
+    if changes:
+        counter.reset_cropland()
+        with timer("write_raster"), _mask_writer(source, mask_path) as writer:
+            _pass_final_mask(source, opts, changes, raw_path, counter, writer, is_cancelled)
+
+
+@contextmanager
+def _mask_writer(source, mask_path: Path | None):
+    """A :class:`RowWriter` onto a new uint8 mask GeoTIFF (1/0/255), or None when no mask is wanted."""
+    if mask_path is None:
+        yield None
+        return
     import rasterio
-    from rasterio.features import rasterize
+
+    with rasterio.open(mask_path, "w", **raster_profile(source), dtype="uint8", nodata=MASK_NODATA) as out:
+        writer = RowWriter(out)
+        yield writer
+        writer.close()
+
+
+def _raw_strips(raw_ds, prob_ds=None):
+    """Strips of a raw mask raster (1 = cropland, 255 = nodata) -> (row0, mask uint8 0/1, valid bool, prob
+    float32 or None)."""
     from rasterio.windows import Window as RioWindow
 
-    radius = opts.opening_px
-    halo = 2 * radius
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1)) if radius else None
-    vec = StripVectorizer(source.width)
-    h, w = source.height, source.width
-    with rasterio.open(raw_path) as raw_ds, \
-            (rasterio.open(prob_path) if prob_path else contextlib.nullcontext()) as prob_ds:
-        strips = list(iter_strips(h, STRIP_ROWS))
-        for s, (row0, n) in enumerate(strips):
-            if is_cancelled():
-                raise Cancelled("Cancelled; no output was written.")
-            with timer("read"):
-                a, b = max(row0 - halo, 0), min(row0 + n + halo, h)
-                raw = raw_ds.read(1, window=RioWindow(0, a, w, b - a))
-                prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
-                if prob is not None and prob.dtype == np.uint8:
-                    prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
-            with timer("vectorize"):
-                mask = (raw == 1).astype(np.uint8)
-                if kernel is not None:
-                    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-                vec.add(row0, mask[row0 - a:row0 - a + n], prob)
-            progress(0.85 + 0.1 * (s + 1) / len(strips), "vectorising")
+    w = raw_ds.width
+    for row0, n in iter_strips(raw_ds.height, STRIP_ROWS):
+        raw = raw_ds.read(1, window=RioWindow(0, row0, w, n))
+        prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
+        if prob is not None and prob.dtype == np.uint8:
+            prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
+        yield row0, (raw == 1).astype(np.uint8), raw != MASK_NODATA, prob
 
 
-        def hole_has_nodata(hole) -> bool:
-            if not has_nodata:
-                return False
-            x0, y0, x1, y1 = (int(v) for v in hole.bounds)
-            raw = raw_ds.read(1, window=RioWindow(x0, y0, x1 - x0, y1 - y0))
-            from affine import Affine
+def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_nodata: bool, spool: FieldSpool,
+                    counter: AreaCounter | None, mask_writer: RowWriter | None, timer, progress,
+                    is_cancelled) -> list:
+    """Pass 2: the raw mask raster read back strip by strip through :class:`MaskStream` into a
+    :class:`FieldBuilder` (fields into ``spool``, cropland into ``counter`` and ``mask_writer`` when given).
 
-            inside = rasterize([(hole, 1)], out_shape=raw.shape, transform=Affine.translation(x0, y0), fill=0,
-                               dtype="uint8") > 0
-            return bool((raw[inside] == MASK_NODATA).any())
+    ``raw_path``: mask raster, 1 = cropland, 255 = nodata; ``prob_path``: probability raster (float32, or
+    uint8 = p x 254) or None; ``has_nodata``: whether the mask may hold nodata (then holes are only filled when
+    they hold none).
 
-        with timer("vectorize"):
-            fields = filter_fields(vec.fields(), area, opts.min_area_m2, opts.max_hole_m2, hole_has_nodata)
-    return fields
-
-
-def _pass_final_mask(source, fields: list[Field], raw_path: Path, mask_path: Path | None,
-                     counter: AreaCounter) -> None:
-    """Pass 3: burn the final fields into the mask strip by strip, counting cropland pixels and area."""
+    Returns:
+        the changes the filters made, ``(polygon_px, 0 = dropped | 1 = filled)``, for :func:`_pass_final_mask`.
+    """
     import rasterio
-    import shapely
     from affine import Affine
     from rasterio.features import rasterize
     from rasterio.windows import Window as RioWindow
 
-    polys = np.array([f.polygon for f in fields], dtype=object)
-    tree = shapely.STRtree(polys) if len(polys) else None
-    h, w = source.height, source.width
-    out = rasterio.open(mask_path, "w", **raster_profile(source), dtype="uint8", nodata=MASK_NODATA) \
-        if mask_path is not None else None
-    try:
-        writer = RowWriter(out) if out is not None else None
-        with rasterio.open(raw_path) as raw_ds:
-            for row0, n in iter_strips(h, STRIP_ROWS):
-                valid = raw_ds.read(1, window=RioWindow(0, row0, w, n)) != MASK_NODATA
-                hits = tree.query(shapely.box(0, row0, w, row0 + n)) if tree is not None else []
-                # GDAL's scanline fill visits every edge on every row: clip big fields to the strip first, or a
-                # field spanning the raster costs O(rows x its vertices).
-                parts = shapely.clip_by_rect(polys[hits], -1, row0 - 1, w + 1, row0 + n + 1) if len(hits) else []
-                shapes = [(g, 1) for g in parts if not g.is_empty]
-                burnt = rasterize(shapes, out_shape=(n, w), transform=Affine.translation(0, row0), fill=0,
-                                  dtype="uint8") if shapes else np.zeros((n, w), np.uint8)
-                crop = burnt.astype(bool) & valid
-                counter.add_cropland(row0, crop)
-                if writer is not None:
-                    writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
+    with rasterio.open(raw_path) as raw_ds, \
+            (rasterio.open(prob_path) if prob_path else contextlib.nullcontext()) as prob_ds:
+
+        def hole_has_nodata(hole) -> bool:
+            x0, y0, x1, y1 = (int(v) for v in hole.bounds)
+            raw = raw_ds.read(1, window=RioWindow(x0, y0, x1 - x0, y1 - y0))
+            inside = rasterize([(hole, 1)], out_shape=raw.shape, transform=Affine.translation(x0, y0), fill=0,
+                               dtype="uint8") > 0
+            return bool((raw[inside] == MASK_NODATA).any())
+
+        builder = FieldBuilder(source.width, source.height, source.transform, area, opts, spool, counter,
+                               mask_writer, hole_has_nodata if has_nodata else None, timer)
+        stream = MaskStream(source.height, opts.opening_px, builder)
+        n = -(-source.height // STRIP_ROWS)
+        strips = _raw_strips(raw_ds, prob_ds)
+        for s in range(n):
+            if is_cancelled():
+                raise Cancelled("Cancelled; no output was written.")
+            with timer("read"):
+                row0, mask, valid, prob = next(strips)
+            stream.push(row0, mask, valid, prob)
+            progress(0.85 + 0.1 * (s + 1) / n, "vectorising")
+        stream.close()
+        return builder.finish()
+
+
+def _pass_final_mask(source, opts, changes: list, raw_path: Path, counter: AreaCounter,
+                     writer: RowWriter | None, is_cancelled) -> None:
+    """Pass 3: the opened mask again, with the filters' changes burnt in (dropped fields 0, then filled holes
+    1), counting cropland pixels and area and writing the final mask when ``writer`` is given."""
+    import rasterio
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    changes = sorted(changes, key=lambda c: c[1])  # drops first: a filled hole wins over a dropped island in it
+    polys = np.array([c[0] for c in changes], dtype=object)
+    values = np.array([c[1] for c in changes], dtype=np.uint8)
+    tree = shapely.STRtree(polys)
+    w = source.width
+
+    def burn(row0: int, mask: np.ndarray, valid: np.ndarray, _prob) -> None:
+        n = mask.shape[0]
+        hits = np.sort(tree.query(shapely.box(0, row0, w, row0 + n)))
+        if len(hits):
+            # GDAL's scanline fill visits every edge on every row: clip to the strip first, or a shape
+            # spanning the raster costs O(rows x its vertices).
+            parts = shapely.clip_by_rect(polys[hits], -1, row0 - 1, w + 1, row0 + n + 1)
+            shapes = [(g, int(v)) for g, v in zip(parts, values[hits], strict=True) if not g.is_empty]
+            if shapes:
+                burnt = rasterize(shapes, out_shape=(n, w), transform=Affine.translation(0, row0), fill=255,
+                                  dtype="uint8")
+                mask = np.where(burnt == 255, mask, burnt)
+        crop = mask.astype(bool) & valid
+        counter.add_cropland(row0, crop)
         if writer is not None:
-            writer.close()
-    finally:
-        if out is not None:
-            out.close()
+            writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
+
+    stream = MaskStream(source.height, opts.opening_px, burn)
+    with rasterio.open(raw_path) as raw_ds:
+        for row0, mask, valid, _ in _raw_strips(raw_ds):
+            if is_cancelled():
+                raise Cancelled("Cancelled; no output was written.")
+            stream.push(row0, mask, valid)
+        stream.close()
 
 
-def _records(fields: list[Field], opts: ExtractOptions, area: AreaModel, source) -> list[FieldRecord]:
-    """Output geometries (simplified when asked) in map coordinates, with their attributes."""
-    polys = [f.polygon for f in fields]
-    if opts.simplify_m > 0:
-        tolerance_px = opts.simplify_m / (area.pixel_size_m or 1.0)
-        polys = simplify_fields(polys, tolerance_px, source.width, source.height)
-    records = []
-    for k, (f, poly) in enumerate(zip(fields, polys, strict=True), start=1):
-        geom = to_map(poly, source.transform)
-        a, p = area.polygon_area_perimeter(geom)
-        records.append(FieldRecord(k, geom, a, p, f.mean_probability))
-    return records
+def _write_records(spool: FieldSpool, vector_path: Path | None, crs, keep: bool) -> list[FieldRecord]:
+    """Number the spooled fields top-to-bottom, left-to-right, and write them to ``vector_path`` (when given).
+
+    Returns the records when ``keep``, else an empty list (then at most one chunk of them is in memory).
+    """
+    writer = FieldWriter(vector_path, crs) if vector_path is not None else None
+    kept = []
+    for k, (geom, a, p, prob) in enumerate(spool.records(), start=1):
+        record = FieldRecord(k, geom, a, p, prob)
+        if writer is not None:
+            writer.add(record)
+        if keep:
+            kept.append(record)
+    if writer is not None:
+        writer.close()
+    return kept

@@ -169,6 +169,11 @@ class AreaCounter:
         self.cropland_pixels += int(per_row.sum())
         self.cropland_area += float(per_row @ self.model.row_pixel_areas(row0, cropland.shape[0]))
 
+    def reset_cropland(self) -> None:
+        """Forget the cropland counted so far (the valid counts stay), to count a corrected mask again."""
+        self.cropland_pixels = 0
+        self.cropland_area = 0.0
+
     def result(self, crs, source: str = "") -> MaskStatistics:
         """The statistics so far."""
         known = self.model.known

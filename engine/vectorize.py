@@ -85,38 +85,209 @@ def _drop_collinear(ring_xy: np.ndarray) -> np.ndarray:
     return np.vstack((kept, kept[:1]))
 
 
-def _map_rings(poly, fn):
-    """Apply ``fn(ring_xy) -> ring_xy`` to every ring of a shapely Polygon."""
+def _ring_index(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ring sizes (R,) -> (ring id per vertex (sum,), position of the first vertex of each ring (R,))."""
+    first = np.cumsum(sizes) - sizes
+    return np.repeat(np.arange(len(sizes)), sizes), first
+
+
+def _next_in_ring(sizes: np.ndarray) -> np.ndarray:
+    """Index of the next vertex of the same (open, cyclic) ring, for every vertex of concatenated rings."""
+    nxt = np.arange(int(sizes.sum())) + 1
+    last = np.cumsum(sizes) - 1
+    nxt[last] = last - sizes + 1
+    return nxt
+
+
+def _twice_area(points: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Twice the signed (shoelace) area of each open cyclic ring of concatenated ``points`` (sum(sizes), 2)."""
+    nxt = _next_in_ring(sizes)
+    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    cross = x * y[nxt] - x[nxt] * y  # exact: pixel corners are small integers
+    del x, y, nxt
+    return np.bincount(np.repeat(np.arange(len(sizes)), sizes), weights=cross, minlength=len(sizes))
+
+
+def _duplicated(keys: np.ndarray, times: int | None = None) -> np.ndarray:
+    """Bool per key: it occurs more than once (or exactly ``times`` times)."""
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return (counts > 1 if times is None else counts == times)[inverse]
+
+
+def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.ndarray, np.ndarray] | None:
+    """Merge fragments of one field that meet only along horizontal seam rows into its rings.
+
+    ``fragments``: per fragment, closed integer rings (n, 2) in pixel coordinates, shell first. All rings are
+    turned so that the field lies on their left (shells with positive shoelace area). Horizontal edges on a
+    seam row are split into unit edges; a unit edge found twice (the upper fragment's bottom and the lower
+    one's top) is interior, and both copies go. The rest is cut into runs at those gaps and at every vertex
+    that rings share, and the runs are joined end to start into rings; where two runs leave one vertex (the
+    field's pixels touching at a corner), the right turn joins the field there, so that what it encloses is a
+    hole touching the shell at a point (valid) rather than a ring touching itself. All of it is array work
+    except the walk over runs, whose number is that of seam crossings and shared corners; memory stays at a
+    few arrays the size of the outline (GEOS's coverage union of the same fragments needed ~200 bytes per
+    vertex and about ten times the time).
+
+    Returns:
+        (points (n, 2) int64, ring sizes (R,)) of open rings, shell first; None when the rings are not one
+        shell with holes (never seen; the caller then falls back to GEOS).
+    """
+    rings = [r for f in fragments for r in f]
+    if len(fragments) < 2:
+        return None
+    shell = np.array([k == 0 for f in fragments for k in range(len(f))])
+    closed = np.array([len(r) for r in rings])
+    pts = np.concatenate(rings).astype(np.int32, copy=False)
+    # open rings (no closing vertex), turned where needed
+    sizes = closed - 1
+    rid, first = _ring_index(sizes)
+    j = np.arange(int(sizes.sum())) - first[rid]
+    src_first = np.cumsum(closed) - closed
+    flip = (_twice_area(pts[src_first[rid] + j], sizes) > 0) != shell
+    pts = pts[src_first[rid] + np.where(flip[rid], sizes[rid] - 1 - j, j)]
+    # unit edges along seams
+    a, b = pts, pts[_next_in_ring(sizes)]
+    on = (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], np.asarray(list(seam_ys), dtype=np.int64))
+    dx = b[:, 0] - a[:, 0]
+    n = np.where(on, np.abs(dx), 1)
+    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    pts = np.repeat(a, n, axis=0)
+    pts[:, 0] += t * np.repeat(np.where(on, np.sign(dx), 0), n)
+    on, rid = np.repeat(on, n), np.repeat(rid, n)
+    sizes = np.bincount(rid, minlength=len(sizes))
+    nxt = _next_in_ring(sizes)
+    del a, b, dx, n, t
+    wide = pts.astype(np.int64)
+    split = _duplicated((wide[:, 0] << 32) + wide[:, 1])
+    cancelled = np.zeros(len(pts), bool)
+    idx = np.flatnonzero(on)
+    cancelled[idx[_duplicated((wide[idx, 1] << 32) + np.minimum(wide[idx, 0], wide[nxt[idx], 0]), 2)]] = True
+    del wide
+    prev = np.empty_like(nxt)
+    prev[nxt] = np.arange(len(nxt))
+    begin = ~cancelled & (cancelled[prev] | split)
+    cut = np.bincount(rid, weights=begin, minlength=len(sizes)) > 0
+    _, first = _ring_index(sizes)
+
+    out_idx, out_sizes = [np.flatnonzero(~cut[rid])], [sizes[~cut]]  # uncut rings as they are
+    # runs of the cut rings: rotate each to start at a begin, then split at begins and drop cancelled edges
+    cut_rings = np.flatnonzero(cut)
+    if not len(cut_rings):
+        return None
+    begins = np.flatnonzero(begin)
+    ring_first_begin = begins[np.unique(rid[begins], return_index=True)[1]]
+    csz = sizes[cut_rings]
+    crid, cfirst = _ring_index(csz)
+    jj = np.arange(int(csz.sum())) - cfirst[crid]
+    r_of = cut_rings[crid]
+    order = first[r_of] + (ring_first_begin[crid] - first[r_of] + jj) % sizes[r_of]
+    keep = ~cancelled[order]
+    label = np.cumsum(begin[order])
+    kept = order[keep]
+    bounds = np.flatnonzero(np.diff(label[keep])) + 1
+    run_first = np.concatenate(([0], bounds))
+    run_last = np.concatenate((bounds, [len(kept)])) - 1
+    e0, e1 = kept[run_first], kept[run_last]
+    start_xy, end_xy = pts[e0], pts[nxt[e1]]
+    d_out, d_in = pts[nxt[e0]] - pts[e0], pts[nxt[e1]] - pts[e1]
+    starts: dict[tuple[int, int], list[int]] = {}
+    for k, (x, y) in enumerate(start_xy.tolist()):
+        starts.setdefault((x, y), []).append(k)
+    used = np.zeros(len(e0), bool)
+    end_list, din_list, dout_list = end_xy.tolist(), d_in.tolist(), d_out.tolist()
+    for r0 in range(len(e0)):
+        if used[r0]:
+            continue
+        used[r0] = True
+        chain, cur = [r0], r0
+        while True:
+            options = [k for k in starts[tuple(end_list[cur])] if k == r0 or not used[k]]
+            if len(options) > 1:
+                (ix, iy) = din_list[cur]
+                options.sort(key=lambda k: ix * dout_list[k][1] - iy * dout_list[k][0])
+            cur = options[0]
+            if cur == r0:
+                break
+            used[cur] = True
+            chain.append(cur)
+        out_idx.append(np.concatenate([kept[run_first[k]:run_last[k] + 1] for k in chain]))
+        out_sizes.append([len(out_idx[-1])])
+    out_sizes = np.concatenate(out_sizes)
+    out_pts = pts[np.concatenate(out_idx)]
+    area = _twice_area(out_pts, out_sizes)
+    if (area > 0).sum() != 1:
+        return None
+    s = int(np.argmax(area > 0))
+    if s:
+        rid, first = _ring_index(out_sizes)
+        order = np.argsort(rid != s, kind="stable")
+        out_pts, out_sizes = out_pts[order], np.concatenate(([out_sizes[s]], np.delete(out_sizes, s)))
+    return out_pts, out_sizes
+
+
+def _drop_collinear_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open cyclic rings of axis-parallel edges -> the same without vertices in the middle of a straight run."""
+    nxt = _next_in_ring(sizes)
+    prev = np.empty_like(nxt)
+    prev[nxt] = np.arange(len(nxt))
+    p, q = points[prev], points[nxt]
+    straight = ((p[:, 0] == points[:, 0]) & (points[:, 0] == q[:, 0])) | \
+               ((p[:, 1] == points[:, 1]) & (points[:, 1] == q[:, 1]))
+    rid = np.repeat(np.arange(len(sizes)), sizes)
+    return points[~straight], np.bincount(rid[~straight], minlength=len(sizes))
+
+
+def _polygon(points: np.ndarray, sizes: np.ndarray):
+    """Open rings (shell first) -> shapely Polygon."""
     import shapely
 
-    shell = fn(np.asarray(poly.exterior.coords))
-    holes = [fn(np.asarray(r.coords)) for r in poly.interiors]
-    return shapely.Polygon(shell, holes)
+    rid = np.repeat(np.arange(len(sizes)), sizes)
+    rings = shapely.linearrings(points.astype(np.float64), indices=rid)
+    return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
 
 
-def merge_fragments(polygons: list, seam_ys: tuple[float, ...]):
-    """Union of pixel-space polygons that meet only along the horizontal ``seam_ys`` rows (one field cut into
-    strips) -> one shapely Polygon (the largest part, should the union ever not be connected)."""
+def merge_fragments(fragments: list[list[np.ndarray]], seam_ys: tuple[float, ...]):
+    """Union of pixel-space polygons (each a list of closed integer rings, shell first) that meet only along
+    the horizontal ``seam_ys`` rows (one field cut into strips) -> one shapely Polygon."""
     import shapely
 
-    dense = [_map_rings(p, lambda xy: _densify_seams(xy, seam_ys)) for p in polygons]
+    stitched = stitch_fragments(fragments, seam_ys)
+    if stitched is not None:
+        return _polygon(*_drop_collinear_rings(*stitched))
+    dense = [shapely.Polygon(_densify_seams(f[0], seam_ys), [_densify_seams(r, seam_ys) for r in f[1:]])
+             for f in fragments]
     merged = shapely.coverage_union_all(dense)
-    if merged.geom_type == "MultiPolygon":
+    if merged.geom_type == "MultiPolygon":  # the largest part, should the union not be connected
         merged = max(merged.geoms, key=lambda g: g.area)
-    return _map_rings(merged, _drop_collinear)
+    return shapely.Polygon(_drop_collinear(np.asarray(merged.exterior.coords)),
+                           [_drop_collinear(np.asarray(r.coords)) for r in merged.interiors])
+
+
+@dataclass
+class _Fragment:
+    rings: list  # closed integer rings (n, 2) int32, shell first
+    prob_sum: float
+    pixels: int
 
 
 class StripVectorizer:
-    """Feed consecutive strips of a mask with :meth:`add`, then call :meth:`fields`."""
+    """Feed consecutive strips of a mask with :meth:`add`; take the fields that are complete with
+    :meth:`pop_finished` after each strip (so that only fields still open at the last row are held), and the
+    rest with :meth:`fields` at the end."""
 
     def __init__(self, width: int):
         self.width = width
-        self._fragments: dict[int, Field] = {}
+        self._fragments: dict[int, _Fragment] = {}
         self._seams: list[float] = []
         self._uf = _UnionFind()
         self._next_id = 1
         self._last_row: np.ndarray | None = None
         self._next_row0 = 0
+
+    @property
+    def held_vertices(self) -> int:
+        """Vertices of the fragments held now (fields not yet finished)."""
+        return sum(len(r) for f in self._fragments.values() for r in f.rings)
 
     def add(self, row0: int, mask: np.ndarray, prob: np.ndarray | None = None) -> None:
         """Add rows ``row0 .. row0 + h`` of the mask: bool/uint8 (h, width), nonzero = cropland.
@@ -125,7 +296,6 @@ class StripVectorizer:
         Strips must come in order, without gaps.
         """
         import cv2
-        import shapely
         from affine import Affine
         from rasterio.features import shapes
 
@@ -145,13 +315,8 @@ class StripVectorizer:
             for geom, value in shapes(labels, mask=binary.astype(bool), connectivity=4,
                                       transform=Affine.translation(0, row0)):
                 label = int(value)
-                gid = offset + label
-                poly = shapely.geometry.shape(geom)
-                frag = self._fragments.get(gid)
-                if frag is None:
-                    self._fragments[gid] = Field(poly, float(sums[label]), int(counts[label]))
-                else:  # cannot happen for 4-connected components, kept for safety
-                    frag.polygon = shapely.union(frag.polygon, poly)
+                rings = [np.asarray(r, dtype=np.float64).astype(np.int32) for r in geom["coordinates"]]
+                self._fragments[offset + label] = _Fragment(rings, float(sums[label]), int(counts[label]))
         if self._last_row is not None and n > 1:
             above, below = self._last_row, labels[0]
             touching = (above > 0) & (below > 0)
@@ -162,19 +327,38 @@ class StripVectorizer:
         self._last_row = last
         self._next_id += max(n - 1, 0)
 
-    def fields(self) -> list[Field]:
-        """Whole fields, fragments merged across strip seams, ordered top-to-bottom, left-to-right."""
+    def pop_finished(self, everything: bool = False) -> list[Field]:
+        """Fields none of whose pixels lie on the last row added (they cannot grow any more), merged across
+        seams and forgotten by the vectorizer; with ``everything``, all fields held (call after the last strip).
+        Ordered top-to-bottom, left-to-right."""
+        open_roots = set()
+        if not everything and self._last_row is not None:
+            open_roots = {self._uf.find(int(g)) for g in np.unique(self._last_row) if g > 0}
         groups: dict[int, list[int]] = {}
-        seams = tuple(self._seams)
         for gid in self._fragments:
-            groups.setdefault(self._uf.find(gid), []).append(gid)
+            root = self._uf.find(gid)
+            if root not in open_roots:
+                groups.setdefault(root, []).append(gid)
+        seams = tuple(self._seams)
         out = []
         for members in groups.values():
-            frags = [self._fragments[g] for g in members]
-            poly = frags[0].polygon if len(frags) == 1 else merge_fragments([f.polygon for f in frags], seams)
+            frags = [self._fragments.pop(g) for g in members]
+            for g in members:
+                self._uf.parent.pop(g, None)
+            if len(frags) == 1:
+                import shapely
+
+                poly = shapely.Polygon(frags[0].rings[0], frags[0].rings[1:])
+            else:
+                poly = merge_fragments([f.rings for f in frags], seams)
             out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags)))
         out.sort(key=lambda f: (f.polygon.bounds[1], f.polygon.bounds[0]))
         return out
+
+    def fields(self) -> list[Field]:
+        """Every field not taken yet by :meth:`pop_finished`, fragments merged across strip seams, ordered
+        top-to-bottom, left-to-right."""
+        return self.pop_finished(everything=True)
 
 
 def to_map(geom, transform):
@@ -203,33 +387,35 @@ def field_area_m2(poly_px, model: AreaModel) -> float | None:
     return model.polygon_area_perimeter(to_map(poly_px, model.transform))[0]
 
 
-def filter_fields(fields: list[Field], model: AreaModel, min_area_m2: float, max_hole_m2: float,
-                  has_nodata_in: Callable[[object], bool] | None = None) -> list[Field]:
-    """Drop fields under ``min_area_m2`` and fill holes under ``max_hole_m2`` (m²).
+def filter_field(field: Field, model: AreaModel, min_area_m2: float, max_hole_m2: float,
+                 has_nodata_in: Callable[[object], bool] | None = None) -> tuple[Field | None, list]:
+    """Drop a field under ``min_area_m2`` and fill its holes under ``max_hole_m2`` (m²).
 
     Areas in m² need a known :class:`AreaModel`; when areas are unknown (no CRS, no pixel size) both thresholds
     are ignored. ``has_nodata_in(ring_polygon_px) -> bool`` tells whether a hole holds nodata; such holes are kept.
+
+    Returns:
+        (the field, or None when dropped; the changes to burn into the mask: ``(polygon_px, 0)`` for a dropped
+        field, ``(hole_px, 1)`` for each hole filled in a kept field).
     """
     import shapely
 
     if not model.known or (min_area_m2 <= 0 and max_hole_m2 <= 0):
-        return fields
-    kept = []
-    for f in fields:
-        poly = f.polygon
-        if max_hole_m2 > 0 and poly.interiors:
-            keep_rings = []
-            for ring in poly.interiors:
-                hole = shapely.Polygon(ring)
-                small = field_area_m2(hole, model) < max_hole_m2
-                if not small or (has_nodata_in is not None and has_nodata_in(hole)):
-                    keep_rings.append(ring)
-            if len(keep_rings) != len(poly.interiors):
-                poly = shapely.Polygon(poly.exterior, keep_rings)
-        if min_area_m2 > 0 and field_area_m2(shapely.Polygon(poly.exterior), model) < min_area_m2:
-            continue
-        kept.append(Field(poly, f.prob_sum, f.pixels))
-    return kept
+        return field, []
+    poly, filled = field.polygon, []
+    if max_hole_m2 > 0 and poly.interiors:
+        keep_rings = []
+        for ring in poly.interiors:
+            hole = shapely.Polygon(ring)
+            if field_area_m2(hole, model) < max_hole_m2 and not (has_nodata_in is not None and has_nodata_in(hole)):
+                filled.append((hole, 1))
+            else:
+                keep_rings.append(ring)
+        if filled:
+            poly = shapely.Polygon(poly.exterior, keep_rings)
+    if min_area_m2 > 0 and field_area_m2(shapely.Polygon(poly.exterior), model) < min_area_m2:
+        return None, [(field.polygon, 0)]
+    return Field(poly, field.prob_sum, field.pixels), filled
 
 
 def simplify_fields(polygons: list, tolerance_px: float, width: int, height: int) -> list:

@@ -57,34 +57,66 @@ class RowWriter:
             self._flush(self._buffered)
 
 
-def write_fields(path: Path, records: list, crs) -> None:
-    """Write field records (:class:`engine.result.FieldRecord`) as polygons with attributes.
+class FieldWriter:
+    """Writes field records (:class:`engine.result.FieldRecord`) as polygons with attributes, in chunks, so that
+    no more than ``chunk_vertices`` vertices are held for writing at a time.
 
     Attributes: id (int), area_m2, area_ha, perimeter_m (``perim_m`` in Shapefiles, whose names are limited to 10
     characters) and mean_prob (float; areas NULL when unknown). The driver follows the extension (GeoPackage,
-    GeoJSON, Shapefile, FlatGeobuf); the layer is named after the file.
+    GeoJSON, Shapefile, FlatGeobuf); the layer is named after the file. GDAL's GeoJSON driver reorders features
+    when appending, so GeoJSON is written in one piece, holding every record until :meth:`close`.
     """
-    import pyogrio.raw
-    import shapely
 
-    driver = vector_driver(Path(path))
+    def __init__(self, path: Path, crs, chunk_vertices: int = 1_000_000):
+        self.path = Path(path)
+        self.crs = crs
+        self.driver = vector_driver(self.path)
+        self.chunk_vertices = chunk_vertices if self.driver != "GeoJSON" else float("inf")
+        self._chunk: list = []
+        self._vertices = 0
+        self._written = 0
 
-    def column(values):
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    def add(self, record) -> None:
+        """Queue one record; a full chunk is written at once."""
+        import shapely
 
-    perimeter = "perim_m" if driver == "ESRI Shapefile" else "perimeter_m"
-    fields = ["id", "area_m2", "area_ha", perimeter, "mean_prob"]
-    data = [
-        np.array([r.id for r in records], dtype=np.int64),
-        column(r.area_m2 for r in records),
-        column(r.area_ha for r in records),
-        column(r.perimeter_m for r in records),
-        column(round(r.mean_probability, 6) for r in records),
-    ]
-    geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
-    layer = Path(path).stem.lstrip(".").split(".part-")[0]
-    pyogrio.raw.write(
-        str(path), geometry, data, fields, geometry_type="Polygon", crs=crs.to_wkt() if crs else None,
-        driver=driver, layer=layer if driver == "GPKG" else None,
-        dataset_options={"VERSION": "1.2"} if driver == "GPKG" else None,  # QGIS 3.22 warns about GPKG 1.4
-    )
+        self._chunk.append(record)
+        self._vertices += int(shapely.get_num_coordinates(record.geometry))
+        if self._vertices >= self.chunk_vertices:
+            self._flush()
+
+    def close(self) -> None:
+        """Write what is queued (an empty layer when there was no record at all)."""
+        if self._chunk or not self._written:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyogrio.raw
+        import shapely
+
+        records = self._chunk
+
+        def column(values):
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        perimeter = "perim_m" if self.driver == "ESRI Shapefile" else "perimeter_m"
+        fields = ["id", "area_m2", "area_ha", perimeter, "mean_prob"]
+        data = [
+            np.array([r.id for r in records], dtype=np.int64),
+            column(r.area_m2 for r in records),
+            column(r.area_ha for r in records),
+            column(r.perimeter_m for r in records),
+            column(round(r.mean_probability, 6) for r in records),
+        ]
+        geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
+        layer = self.path.stem.lstrip(".").split(".part-")[0]
+        gpkg = self.driver == "GPKG"
+        pyogrio.raw.write(
+            str(self.path), geometry, data, fields, geometry_type="Polygon",
+            crs=self.crs.to_wkt() if self.crs else None, driver=self.driver, layer=layer if gpkg else None,
+            dataset_options={"VERSION": "1.2"} if gpkg and not self._written else None,  # QGIS 3.22: not 1.4
+            append=self._written > 0,
+        )
+        self._written += len(records)
+        self._chunk, self._vertices = [], 0
+

@@ -75,6 +75,28 @@ def test_vector_formats_by_extension(scene, green_model, tmp_path, suffix, perim
     assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
 
 
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".shp", ".fgb"])
+def test_fields_are_written_in_chunks_in_order(tmp_path, suffix):
+    """Records written a few vertices at a time (several appends; GeoJSON in one piece) come back complete,
+    in id order (FlatGeobuf orders them along its spatial index)."""
+    import shapely
+
+    from engine.result import FieldRecord
+    from engine.writers import FieldWriter
+
+    boxes = [shapely.box(500000 + 10 * k, 6000000, 500008 + 10 * k, 6000008) for k in range(30)]
+    writer = FieldWriter(tmp_path / f"chunked{suffix}", UTM, chunk_vertices=12)  # 5 vertices a box: 3 per chunk
+    for k, g in enumerate(boxes, start=1):
+        writer.add(FieldRecord(k, g, g.area, g.length, 0.5))
+    writer.close()
+    meta, _, geometry, data = pyogrio.raw.read(tmp_path / f"chunked{suffix}")
+    names = list(meta["fields"])
+    ids = data[names.index("id")].tolist()
+    assert ids == list(range(1, 31)) or (suffix == ".fgb" and sorted(ids) == list(range(1, 31)))  # FGB: by index
+    assert all(shapely.from_wkb(g).equals(boxes[k - 1]) for g, k in zip(geometry, ids, strict=True))
+    assert data[names.index("area_m2")].tolist() == [64.0] * 30
+
+
 def test_torch_checkpoint_matches_its_onnx_export(tmp_path):
     """The PyTorch backend (checkpoint, weights_only) and the exported ONNX model give the same probabilities."""
     torch = pytest.importorskip("torch")

@@ -59,16 +59,21 @@ def test_end_to_end_outputs(scene, green_model, tmp_path):
         assert key in row
     assert row["field_count"] == 6 and row["crs"] == "EPSG:32633" and row["pixel_size_m"] == 2.0
     assert not list(tmp_path.glob(".*part*"))  # no temporary file left behind
-    # each field's mean probability is the mean of the probability raster over its pixels; without
-    # --probability it comes from a uint8 copy, at most 1/508 off
+    # each field's mean probability is the mean of the probability raster over its pixels (the same without
+    # --probability, taken from the rows as inference makes them; with filters on, from a uint8 copy, at most
+    # 1/508 off)
     mean_prob = dict(zip(meta["fields"], data, strict=True))["mean_prob"]
     ids = rasterio.features.rasterize(zip(shapely.from_wkb(_geom), range(1, len(mean_prob) + 1), strict=True),
                                       out_shape=prob.shape, transform=T2M, dtype="int32")
     expected = [prob[ids == k].mean() for k in range(1, len(mean_prob) + 1)]
     np.testing.assert_allclose(mean_prob, expected, atol=1e-5)
     lean = extract(path, green_model, OutputPaths(vector=tmp_path / "lean.gpkg"), ExtractOptions(opening_px=0))
-    assert [f.mean_probability for f in lean.fields] == pytest.approx(list(mean_prob), abs=1 / 508)
-    assert [f.mean_probability for f in lean.fields] != pytest.approx(list(mean_prob), abs=1e-7)
+    assert [f.mean_probability for f in lean.fields] == pytest.approx(list(mean_prob), abs=1e-6)
+    filtered = extract(path, green_model, OutputPaths(vector=tmp_path / "filtered.gpkg"),
+                       ExtractOptions(opening_px=0, min_area_m2=1.0))
+    assert [f.mean_probability for f in filtered.fields] == pytest.approx(list(mean_prob), abs=1 / 508)
+    assert [f.mean_probability for f in filtered.fields] != pytest.approx(list(mean_prob), abs=1e-5)
+    assert [f.geometry.wkb for f in filtered.fields] == [f.geometry.wkb for f in lean.fields]
 
 
 def test_nodata_is_never_cropland(tmp_path, green_model):
@@ -177,3 +182,95 @@ def test_progress_reaches_one(scene, green_model):
     extract(path, green_model, options=ExtractOptions(tile_size=32, overlap=8, batch_size=3),
             progress=lambda f, _msg: seen.append(f))
     assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 5
+
+
+def test_filters_change_the_mask_counts_and_fields_alike(tmp_path, green_model):
+    """--min-area and --max-hole act on the mask, the counts and the polygons alike: a small hole is filled
+    (with the small island in it), a large hole and a small hole holding nodata are kept, a speck is dropped."""
+    truth = np.zeros((200, 300), np.uint8)
+    truth[10:120, 10:200] = 1  # field A
+    truth[40:60, 40:60] = 0    # its small hole (1600 m²) ...
+    truth[48:52, 48:52] = 1    # ... with an island of 64 m² in it
+    truth[60:100, 120:160] = 0  # its large hole (6400 m²)
+    truth[20:30, 150:160] = 0  # a small hole that holds nodata
+    truth[140:190, 10:100] = 1  # field B
+    truth[150:153, 250:253] = 1  # a speck of 36 m²
+    nodata = np.zeros_like(truth, bool)
+    nodata[23:27, 153:157] = True
+    image = np.where(truth.astype(bool), np.array([60, 200, 50])[:, None, None],
+                     np.array([140, 90, 140])[:, None, None]).astype(np.uint8)
+    image[:, nodata] = 0
+    path = write_raster(tmp_path / "scene.tif", image, T2M, UTM, nodata=0)
+    out = OutputPaths(vector=tmp_path / "fields.gpkg", mask=tmp_path / "mask.tif")
+    result = extract(path, green_model, out, ExtractOptions(opening_px=0, min_area_m2=100, max_hole_m2=2000))
+
+    expected = truth.copy()
+    expected[40:60, 40:60] = 1
+    expected[150:153, 250:253] = 0
+    expected[nodata] = 255
+    with rasterio.open(out.mask) as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+    assert result.cropland_pixels == int((expected == 1).sum())
+    assert result.cropland_area_m2 == pytest.approx(4.0 * (expected == 1).sum())
+    assert result.field_count == 2
+    a, b = result.fields
+    assert a.id == 1 and b.id == 2 and a.geometry.bounds[3] > b.geometry.bounds[3]  # numbered from the top
+    assert len(a.geometry.interiors) == 2
+    assert a.area_m2 + b.area_m2 == pytest.approx(result.cropland_area_m2)
+    burnt = rasterio.features.rasterize([(f.geometry, 1) for f in result.fields], out_shape=truth.shape,
+                                        transform=T2M, dtype="uint8")
+    np.testing.assert_array_equal(burnt, expected == 1)
+
+
+@pytest.mark.parametrize("opening", [1, 2])
+def test_one_pass_and_filtered_passes_make_the_same_mask(tmp_path, green_model, opening):
+    """Without filters the mask is opened and vectorised as inference emits its rows; with filters on (that
+    here change nothing) it is read back from a temporary raster. Both give the opening of the whole mask."""
+    import cv2
+
+    rng = np.random.default_rng(opening)
+    green = np.where(rng.random((300, 260)) < 0.7, 200, 60).astype(np.uint8)
+    image = np.stack([np.full_like(green, 100), green, np.full_like(green, 100)])
+    path = write_raster(tmp_path / "noisy.tif", image, T2M, UTM)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * opening + 1, 2 * opening + 1))
+    expected = cv2.morphologyEx((green > 127).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    results = []
+    for name, min_area in (("one", 0.0), ("filtered", 1e-6)):
+        out = OutputPaths(vector=tmp_path / f"{name}.gpkg", mask=tmp_path / f"{name}.tif")
+        results.append(extract(path, green_model, out, ExtractOptions(opening_px=opening, min_area_m2=min_area)))
+        with rasterio.open(out.mask) as ds:
+            np.testing.assert_array_equal(ds.read(1), expected)
+    one, filtered = results
+    assert one.cropland_pixels == filtered.cropland_pixels == int(expected.sum())
+    assert [f.geometry.wkb for f in one.fields] == [f.geometry.wkb for f in filtered.fields]
+    assert one.field_count == cv2.connectedComponents(expected, connectivity=4)[0] - 1
+
+
+def test_mask_stream_bands_of_any_height_give_the_whole_opening():
+    """Rows pushed in bands of random heights come out, in strips, as the opening of the whole mask."""
+    import cv2
+
+    from engine.mask_stream import MaskStream
+
+    rng = np.random.default_rng(3)
+    mask = (rng.random((157, 40)) < 0.6).astype(np.uint8)
+    valid = rng.random(mask.shape) < 0.95
+    mask &= valid
+    for radius in (0, 1, 3):
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1,) * 2)
+        expected = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel) if radius else mask
+        got: list = []
+
+        def take(r, m, v, _p, got=got):
+            got.append((r, m.copy(), v.copy()))
+
+        stream = MaskStream(mask.shape[0], radius, take, strip_rows=16)
+        row = 0
+        while row < mask.shape[0]:
+            n = int(rng.integers(1, 30))
+            stream.push(row, mask[row:row + n], valid[row:row + n])
+            row += n
+        stream.close()
+        assert [r for r, _, _ in got] == sorted({r for r, _, _ in got}) and got[0][0] == 0
+        np.testing.assert_array_equal(np.concatenate([m for _, m, _ in got]), expected)
+        np.testing.assert_array_equal(np.concatenate([v for _, _, v in got]), valid)
