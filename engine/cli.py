@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an .onnx model, a training checkpoint (.pt) or an ensemble.json (default: shipped ensemble)")
     out = e.add_argument_group("outputs (with several inputs, '{stem}' in a path is replaced by each input's name; "
                                "without it, '_<stem>' is added before the extension)")
-    out.add_argument("--output", "-o", type=Path, help="field polygons: .gpkg (default format), .geojson, .shp, .fgb")
+    out.add_argument("--output", "-o", type=Path,
+                     help="field polygons: .gpkg (default format), .fgb, .shp, or .geojson (written in one piece: "
+                          "every outline in memory at the end; prefer .gpkg for large rasters)")
     out.add_argument("--mask", type=Path, help="uint8 GeoTIFF: 1 cropland, 0 other, 255 nodata")
     out.add_argument("--probability", type=Path, help="float32 GeoTIFF of the fused cropland probability")
     out.add_argument("--report", type=Path, help="JSON report, one row per input")
@@ -69,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, help="cropland probability threshold (default: model's)")
     c.add_argument("--min-area", type=float, default=0.0, help="drop fields smaller than this, m²")
     c.add_argument("--max-hole", type=float, default=0.0, help="fill holes smaller than this, m²")
-    c.add_argument("--simplify", type=float, default=0.0, help="simplify outlines by this tolerance, metres")
+    c.add_argument("--simplify", type=float, default=0.0,
+                   help="simplify outlines by this tolerance, metres (neighbours are simplified together, so all "
+                        "outlines are held in memory)")
     c.add_argument("--opening", type=int, default=1, help="radius (px) of the morphological opening; 0 = off")
     c.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
     e.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only the summary lines")

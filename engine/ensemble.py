@@ -97,8 +97,12 @@ class Ensemble:
             float32 (N, T, T) fused score in 0..1 (mean probability, or weighted vote fraction).
         """
         total = np.zeros(raw.shape[:1] + raw.shape[2:], np.float32)
+        inputs: dict[tuple, np.ndarray] = {}  # members normalised alike share one input
         for member, weight in zip(self.members, self.weights, strict=True):
-            x = normalize(raw, valid, member.meta, stretch)
+            key = (tuple(member.meta.mean), tuple(member.meta.std), member.meta.input_scale)
+            if key not in inputs:
+                inputs[key] = normalize(raw, valid, member.meta, stretch)
+            x = inputs[key]
             prob = self._run_views(member, x, tta)
             if self.fusion == "vote":
                 prob = (prob > member.meta.threshold).astype(np.float32)

@@ -18,7 +18,7 @@ from .spool import FieldSpool
 from .stats import AreaCounter, AreaModel
 from .vectorize import Field, StripVectorizer, filter_field, simplify_fields, to_map
 
-STRIP_ROWS = 1024
+STRIP_ROWS = 256  # rows per strip: arrays of a strip are ~20 bytes x width x this
 MASK_NODATA = 255
 
 Sink = Callable[[int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
@@ -26,7 +26,10 @@ Sink = Callable[[int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
 
 class MaskStream:
     """Rows of a 0/1 mask in order -> strips of its square opening of radius ``opening_px``, exactly as the
-    opening of the whole mask would give them, passed to ``sink(row0, mask, valid, prob)``."""
+    opening of the whole mask would give them, passed to ``sink(row0, mask, valid, prob)``.
+
+    Only the bands that the next strip (with its ``2 x opening_px`` rows of context) still needs are held.
+    """
 
     def __init__(self, height: int, opening_px: int, sink: Sink, strip_rows: int = STRIP_ROWS):
         import cv2
@@ -36,45 +39,46 @@ class MaskStream:
         self.kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * opening_px + 1,) * 2) if opening_px else None
         self.sink = sink
         self.strip_rows = strip_rows
-        self._bands: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
-        self._first = 0  # raster row of the first row held
-        self._held = 0
+        self._bands: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []  # (row0, mask, valid, prob)
+        self._end = 0  # rows received so far
         self._done = 0  # rows handed on so far
 
     def push(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None = None) -> None:
         """Add rows ``row0 ..`` (consecutive with the last): ``mask`` uint8 (n, w) 1 = cropland (0 where not
         valid), ``valid`` bool (n, w), ``prob`` float32 (n, w) or None."""
-        if row0 != self._first + self._held:
-            raise ValueError(f"rows must be consecutive: expected {self._first + self._held}, got {row0}")
-        self._bands.append((mask, valid, prob))
-        self._held += mask.shape[0]
-        if self._first + self._held - self.halo - self._done >= self.strip_rows:
-            self._hand_on(final=False)
+        if row0 != self._end:
+            raise ValueError(f"rows must be consecutive: expected {self._end}, got {row0}")
+        self._bands.append((row0, mask, valid, prob))
+        self._end += mask.shape[0]
+        while self._end - self.halo - self._done >= self.strip_rows:
+            self._hand_on(self.strip_rows)
 
     def close(self) -> None:
         """Hand on the rows still held (call after the last band)."""
-        if self._first + self._held > self._done:
-            self._hand_on(final=True)
+        while self._done < self._end:
+            self._hand_on(min(self.strip_rows, self._end - self._done))
 
-    def _hand_on(self, final: bool) -> None:
+    def _rows(self, a: int, b: int, k: int) -> np.ndarray | None:
+        """Rows ``a .. b`` of item ``k`` (1 mask, 2 valid, 3 prob) of the held bands."""
+        if self._bands[0][k] is None:
+            return None
+        parts = [band[k][max(a - band[0], 0):b - band[0]] for band in self._bands
+                 if band[0] < b and band[0] + band[1].shape[0] > a]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _hand_on(self, n: int) -> None:
         import cv2
 
-        mask = np.concatenate([b[0] for b in self._bands]) if len(self._bands) > 1 else self._bands[0][0]
-        valid = np.concatenate([b[1] for b in self._bands]) if len(self._bands) > 1 else self._bands[0][1]
-        has_prob = self._bands[0][2] is not None
-        prob = (np.concatenate([b[2] for b in self._bands]) if len(self._bands) > 1 else self._bands[0][2]) \
-            if has_prob else None
-        end = self._first + self._held
-        upto = end if final else end - self.halo
-        opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel) if self.kernel is not None else mask
-        for row0 in range(self._done, upto, self.strip_rows):
-            a, b = row0 - self._first, min(row0 + self.strip_rows, upto) - self._first
-            self.sink(row0, opened[a:b], valid[a:b], prob[a:b] if has_prob else None)
-        keep = max(upto - self.halo, 0) - self._first  # context rows above the next strip
-        self._bands = [(mask[keep:], valid[keep:], prob[keep:] if has_prob else None)]
-        self._first += keep
-        self._held -= keep
-        self._done = upto
+        row0 = self._done
+        a, b = max(row0 - self.halo, 0), min(row0 + n + self.halo, self._end)
+        mask = self._rows(a, b, 1)
+        if self.kernel is not None:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+        mask = mask[row0 - a:row0 - a + n]
+        self.sink(row0, mask, self._rows(row0, row0 + n, 2), self._rows(row0, row0 + n, 3))
+        self._done = row0 + n
+        keep = self._done - self.halo  # the next strip's context starts here
+        self._bands = [band for band in self._bands if band[0] + band[1].shape[0] > keep]
 
 
 class FieldBuilder:

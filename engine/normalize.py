@@ -69,9 +69,11 @@ def normalize(values: np.ndarray, valid: np.ndarray, meta: ModelMetadata, stretc
     ``valid`` is (..., h, w) bool. Returns a new float32 array.
     """
     x = stretch.apply(values) if stretch is not None else values
-    mean = np.asarray(meta.mean, np.float32)[:, None, None]
-    std = np.asarray(meta.std, np.float32)[:, None, None]
-    x = (x / np.float32(meta.input_scale) - mean) / std
-    x = x.astype(np.float32, copy=False)
+    mean = np.asarray(meta.mean, np.float64)[:, None, None]
+    std = np.asarray(meta.std, np.float64)[:, None, None]
+    scale = (1.0 / (meta.input_scale * std)).astype(np.float32)  # (x / s - mean) / std in two passes
+    shift = (mean / std).astype(np.float32)
+    x = np.multiply(x, scale, dtype=np.float32)
+    x -= shift
     x *= np.expand_dims(valid, -3)
     return x

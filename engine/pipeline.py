@@ -241,10 +241,10 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
                                 builder, timer, progress, is_cancelled, show_bar, quantized)
                     if counter.valid_pixels == 0:
                         raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+                    ens.release_memory()  # before the last (and largest) fields are merged
+                    release_heap()
                     if builder is not None:
                         builder.finish()
-                ens.release_memory()
-                release_heap()
                 if filtered:
                     has_nodata = counter.valid_pixels < source.width * source.height
                     _filtered_passes(source, opts, area, raw_path, prob_path, has_nodata, mask_path, counter,

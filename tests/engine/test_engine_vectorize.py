@@ -254,3 +254,18 @@ def test_vectorizer_holds_only_fields_still_open():
     small, large = most_held(160), most_held(1600)
     assert small[1] == 8 * 4 and large[1] == 80 * 4
     assert large[0] == small[0] > 0
+
+
+def test_geos_fallback_merges_the_same(monkeypatch):
+    """Should the stitched rings ever not form one shell, GEOS's coverage union merges the fragments instead:
+    it gives the same polygons."""
+    import engine.vectorize as vectorize
+
+    rng = np.random.default_rng(11)
+    mask = (rng.random((60, 50)) < 0.75).astype(np.uint8)
+    stitched = sorted(fields_in_strips(mask, 4), key=lambda f: (f.pixels, f.polygon.bounds))
+    monkeypatch.setattr(vectorize, "stitch_fragments", lambda *_: None)
+    unioned = sorted(fields_in_strips(mask, 4), key=lambda f: (f.pixels, f.polygon.bounds))
+    assert len(unioned) == len(stitched) and any(len(f.polygon.interiors) for f in stitched)
+    for a, b in zip(stitched, unioned, strict=True):
+        assert b.polygon.is_valid and a.polygon.equals(b.polygon)
