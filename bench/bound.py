@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: Path(path) for name, path in speed["models"].items()}
         args.device, args.backend = speed.get("device", args.device), speed.get("backend", args.backend)
         args.threads = args.threads or speed.get("threads")
-        args.ort_arena, args.ort_spinning = speed.get("ort_arena", "on"), speed.get("ort_spinning", "on")
+        args.ort_arena, args.ort_spinning = speed.get("ort_arena", "on"), speed.get("ort_spinning", "off")
     else:
         models = {"model": args.model}
     patch_ort(args.ort_arena, args.ort_spinning)

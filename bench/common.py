@@ -169,16 +169,17 @@ def check_idle_from_args(args) -> dict:
 
 
 def add_ort_args(parser) -> None:
-    """--ort-arena / --ort-spinning: what-if switches for ONNX Runtime session options the engine does not set."""
+    """--ort-arena / --ort-spinning: what-if switches for ONNX Runtime session options."""
     parser.add_argument("--ort-arena", choices=("on", "off"), default="on",
                         help="ONNX Runtime CPU memory arena (on = the engine's default); 'off' tries a proposed change")
-    parser.add_argument("--ort-spinning", choices=("on", "off"), default="on",
-                        help="ONNX Runtime intra-op thread spinning (on = default); 'off' tries a proposed change")
+    parser.add_argument("--ort-spinning", choices=("on", "off"), default="off",
+                        help="ONNX Runtime intra-op thread spinning on the CPU (off = the engine's default); 'on' "
+                             "tries ONNX Runtime's own default")
 
 
-def patch_ort(arena: str = "on", spinning: str = "on") -> None:
+def patch_ort(arena: str = "on", spinning: str = "off") -> None:
     """Make every ``onnxruntime.SessionOptions()`` the engine creates use these settings (experiments only)."""
-    if arena == "on" and spinning == "on":
+    if arena == "on" and spinning == "off":
         return
     import onnxruntime as ort
 
@@ -189,8 +190,11 @@ def patch_ort(arena: str = "on", spinning: str = "on") -> None:
             super().__init__()
             if arena == "off":
                 self.enable_cpu_mem_arena = False
-            if spinning == "off":
-                self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        def add_session_config_entry(self, key: str, value: str) -> None:
+            if key == "session.intra_op.allow_spinning" and spinning == "on":
+                value = "1"
+            super().add_session_config_entry(key, value)
 
     ort.SessionOptions = Patched
 

@@ -73,8 +73,12 @@ class OnnxMember:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.log_severity_level = 3
-        if providers[0] == "CPUExecutionProvider" and _shared_cpu_arena(ort):
-            opts.add_session_config_entry("session.use_env_allocators", "1")
+        if providers[0] == "CPUExecutionProvider":
+            # Idle pool threads spin for a while by default: in an ensemble they burn the cores the next member
+            # (and blending, vectorising) needs; off, the default ensemble predicts ~10 % faster on 2 cores.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if _shared_cpu_arena(ort):
+                opts.add_session_config_entry("session.use_env_allocators", "1")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
