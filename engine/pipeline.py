@@ -175,6 +175,11 @@ def run_array(array, model, transform, crs, nodata, valid_mask, outputs: OutputP
         return _run(source, ens, outputs, options, progress, is_cancelled, log, True, False, start, want_arrays=True)
 
 
+def _check_cancel(is_cancelled) -> None:
+    if is_cancelled():
+        raise Cancelled("Cancelled; no output was written.")
+
+
 def _any_valid(source: RasterSource) -> bool:
     for row0, n in iter_strips(source.height, STRIP_ROWS):
         if source.read_inside(row0, 0, n, source.width)[1].any():
@@ -243,12 +248,14 @@ def _run(source: RasterSource, ens: Ensemble, outputs: OutputPaths, opts: Extrac
                         raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
                     ens.release_memory()  # before the last (and largest) fields are merged
                     release_heap()
+                    _check_cancel(is_cancelled)
                     if builder is not None:
                         builder.finish()
                 if filtered:
                     has_nodata = counter.valid_pixels < source.width * source.height
                     _filtered_passes(source, opts, area, raw_path, prob_path, has_nodata, mask_path, counter,
                                      spool, timer, progress, is_cancelled)
+                _check_cancel(is_cancelled)
                 progress(0.97, "writing fields")
                 with timer("write_vector"):
                     records = _write_records(spool, parts.get("vector"), source.crs, keep_fields)
@@ -343,8 +350,7 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter: A
         future = pool.submit(read_batch, batches[0])
         done = 0
         for k in range(len(batches)):
-            if is_cancelled():
-                raise Cancelled("Cancelled; no output was written.")
+            _check_cancel(is_cancelled)
             with timer("read"):
                 raw, valid, _ = future.result()
             if k + 1 < len(batches):
@@ -469,8 +475,7 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_noda
         n = -(-source.height // STRIP_ROWS)
         strips = _raw_strips(raw_ds, prob_ds)
         for s in range(n):
-            if is_cancelled():
-                raise Cancelled("Cancelled; no output was written.")
+            _check_cancel(is_cancelled)
             with timer("read"):
                 row0, mask, valid, prob = next(strips)
             stream.push(row0, mask, valid, prob)
@@ -514,8 +519,7 @@ def _pass_final_mask(source, opts, changes: list, raw_path: Path, counter: AreaC
     stream = MaskStream(source.height, opts.opening_px, burn)
     with rasterio.open(raw_path) as raw_ds:
         for row0, mask, valid, _ in _raw_strips(raw_ds):
-            if is_cancelled():
-                raise Cancelled("Cancelled; no output was written.")
+            _check_cancel(is_cancelled)
             stream.push(row0, mask, valid)
         stream.close()
 
