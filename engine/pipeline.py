@@ -1,14 +1,15 @@
-"""The extraction pipeline, streamed so that memory does not grow with the raster's size.
+"""The extraction pipeline, streamed so that memory does not grow with the raster's height.
 
-Pass 1, over tile rows: read windows -> normalise -> batched inference -> ensemble fusion -> seamless blending; each
-finished band of rows is thresholded and written to two temporary GeoTIFFs (the fused probability and the raw
-0/1/255 mask) while the valid area is counted. Reading the next batch overlaps inference of the current one.
-Pass 2, over strips of the raw mask: morphological opening -> 4-connected components -> polygons, merged across
-strips; each field, as soon as no later strip can add to it, goes through the minimum-area and hole filters and
-is spooled to a temporary file, so only the fields still open at the current strip are held in memory. The opened
-mask's cropland is counted (and written as the ``--mask`` file) on the way.
-Pass 3, only when the filters dropped a field or filled a hole: the opened mask again with those changes burnt in,
-recounted and rewritten. Then the spooled fields are numbered top-to-bottom and written in chunks.
+Pass 1, over tile rows: read windows -> normalise -> batched inference -> ensemble fusion -> seamless blending
+(reading the next batch overlaps inference of the current one). Each finished band of rows is thresholded, the
+valid area counted, and, by default, streamed on at once (:mod:`engine.mask_stream`): morphological opening ->
+cropland count and ``--mask`` rows -> 4-connected components -> polygons merged across strips; each field, as
+soon as no later row can touch it, goes to a temporary spool file, so only the fields still open are held.
+With ``--min-area`` or ``--max-hole`` the mask (and probability) rows go to temporary rasters instead, and
+pass 2 streams them back through the same stages with the filters on (a dropped field or a filled hole changes
+mask rows that, in one pass, would already be counted and written); pass 3, only when a field was dropped or a
+hole filled, burns those changes into the opened mask, recounting and rewriting it. Then the spooled fields are
+numbered top-to-bottom and written in chunks.
 All outputs are written under temporary names and moved into place only when everything succeeded.
 """
 
