@@ -336,13 +336,13 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter: A
         def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
             counter.add(row0, valid)
             mask = (prob > threshold) & valid
-            with timer("write_raster"):
-                if prob_writer is not None and quantized:
+            if prob_writer is not None:
+                with timer("write_raster"):
                     prob_writer.write(row0, np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA)
-                                      .astype(np.uint8))
-                elif prob_writer is not None:
-                    prob_writer.write(row0, np.where(valid, prob, PROB_NODATA).astype(np.float32))
-                if raw_writer is not None:
+                                      .astype(np.uint8) if quantized else
+                                      np.where(valid, prob, PROB_NODATA).astype(np.float32))
+            if raw_writer is not None:
+                with timer("write_raster"):
                     raw_writer.write(row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
             if stream is not None:
                 stream.push(row0, mask.astype(np.uint8), valid, prob)
@@ -366,9 +366,9 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter: A
             done += len(batches[k])
             bar.update(len(batches[k]))
             progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
-        with timer("write_raster"):
-            for writer in (prob_writer, raw_writer):
-                if writer is not None:
+        for writer in (prob_writer, raw_writer):
+            if writer is not None:
+                with timer("write_raster"):
                     writer.close()
         if stream is not None:
             stream.close()
