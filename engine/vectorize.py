@@ -58,34 +58,6 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _densify_seams(ring_xy: np.ndarray, seam_ys: tuple[float, ...]) -> np.ndarray:
-    """Closed ring (n, 2) of integer pixel corners -> the same ring with a vertex at every integer x along its
-    horizontal edges that lie on one of the ``seam_ys`` rows."""
-    a, b = ring_xy[:-1], ring_xy[1:]
-    on = (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seam_ys)
-    if not on.any():
-        return ring_xy
-    dx = b[:, 0] - a[:, 0]
-    n = np.where(on, np.maximum(np.abs(dx), 1), 1).astype(np.int64)
-    seg = np.repeat(np.arange(len(a)), n)
-    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    x = a[seg, 0] + np.where(on[seg], t * np.sign(dx)[seg], 0)
-    out = np.column_stack((x, a[seg, 1]))
-    return np.vstack((out, out[:1]))
-
-
-def _drop_collinear(ring_xy: np.ndarray) -> np.ndarray:
-    """Closed ring of axis-parallel edges -> the same ring without vertices in the middle of a straight run."""
-    pts = ring_xy[:-1]
-    if len(pts) <= 4:
-        return ring_xy
-    prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
-    straight = ((prev[:, 0] == pts[:, 0]) & (pts[:, 0] == nxt[:, 0])) | \
-               ((prev[:, 1] == pts[:, 1]) & (pts[:, 1] == nxt[:, 1]))
-    kept = pts[~straight]
-    return np.vstack((kept, kept[:1]))
-
-
 def _ring_index(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ring sizes (R,) -> (ring id per vertex (sum,), position of the first vertex of each ring (R,))."""
     first = np.cumsum(sizes) - sizes
@@ -106,7 +78,29 @@ def _twice_area(points: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
     cross = x * y[nxt] - x[nxt] * y  # exact: pixel corners are small integers
     del x, y, nxt
-    return np.bincount(np.repeat(np.arange(len(sizes)), sizes), weights=cross, minlength=len(sizes))
+    return np.bincount(_ring_index(sizes)[0], weights=cross, minlength=len(sizes))
+
+
+def _split_seam_edges(points: np.ndarray, sizes: np.ndarray, seam_ys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open cyclic rings (concatenated ``points``, ``sizes``) -> the same rings with every horizontal edge that
+    lies on one of the ``seam_ys`` rows split into unit edges, and per vertex whether the edge leaving it lies on
+    a seam. Fragments of one field then share their seam edges exactly (an exactly noded coverage)."""
+    rid = _ring_index(sizes)[0]
+    a, b = points, points[_next_in_ring(sizes)]
+    on = (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], np.asarray(list(seam_ys), dtype=np.int64))
+    dx = b[:, 0] - a[:, 0]
+    n = np.where(on, np.abs(dx), 1).astype(np.int64)
+    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    out = np.repeat(a, n, axis=0)
+    out[:, 0] += t * np.repeat(np.where(on, np.sign(dx), 0), n)
+    return out, np.bincount(np.repeat(rid, n), minlength=len(sizes)), np.repeat(on, n)
+
+
+def _open_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closed rings (each ending on its first vertex), concatenated -> the same as open cyclic rings."""
+    keep = np.ones(len(points), bool)
+    keep[np.cumsum(sizes) - 1] = False
+    return points[keep], sizes - 1
 
 
 def _duplicated(keys: np.ndarray, times: int | None = None) -> np.ndarray:
@@ -146,18 +140,8 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
     src_first = np.cumsum(closed) - closed
     flip = (_twice_area(pts[src_first[rid] + j], sizes) > 0) != shell
     pts = pts[src_first[rid] + np.where(flip[rid], sizes[rid] - 1 - j, j)]
-    # unit edges along seams
-    a, b = pts, pts[_next_in_ring(sizes)]
-    on = (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], np.asarray(list(seam_ys), dtype=np.int64))
-    dx = b[:, 0] - a[:, 0]
-    n = np.where(on, np.abs(dx), 1)
-    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    pts = np.repeat(a, n, axis=0)
-    pts[:, 0] += t * np.repeat(np.where(on, np.sign(dx), 0), n)
-    on, rid = np.repeat(on, n), np.repeat(rid, n)
-    sizes = np.bincount(rid, minlength=len(sizes))
-    nxt = _next_in_ring(sizes)
-    del a, b, dx, n, t
+    pts, sizes, on = _split_seam_edges(pts, sizes, seam_ys)
+    rid, nxt = _ring_index(sizes)[0], _next_in_ring(sizes)
     wide = pts.astype(np.int64)
     split = _duplicated((wide[:, 0] << 32) + wide[:, 1])
     cancelled = np.zeros(len(pts), bool)
@@ -170,11 +154,11 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
     cut = np.bincount(rid, weights=begin, minlength=len(sizes)) > 0
     _, first = _ring_index(sizes)
 
-    out_idx, out_sizes = [np.flatnonzero(~cut[rid])], [sizes[~cut]]  # uncut rings as they are
-    # runs of the cut rings: rotate each to start at a begin, then split at begins and drop cancelled edges
     cut_rings = np.flatnonzero(cut)
     if not len(cut_rings):
         return None
+    out_idx, out_sizes = [np.flatnonzero(~cut[rid])], [sizes[~cut]]  # uncut rings as they are
+    # runs of the cut rings: rotate each to start at a begin, then split at begins and drop cancelled edges
     begins = np.flatnonzero(begin)
     ring_first_begin = begins[np.unique(rid[begins], return_index=True)[1]]
     csz = sizes[cut_rings]
@@ -220,8 +204,7 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
         return None
     s = int(np.argmax(area > 0))
     if s:
-        rid, first = _ring_index(out_sizes)
-        order = np.argsort(rid != s, kind="stable")
+        order = np.argsort(_ring_index(out_sizes)[0] != s, kind="stable")
         out_pts, out_sizes = out_pts[order], np.concatenate(([out_sizes[s]], np.delete(out_sizes, s)))
     return out_pts, out_sizes
 
@@ -234,24 +217,14 @@ def _drop_collinear_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.nda
     p, q = points[prev], points[nxt]
     straight = ((p[:, 0] == points[:, 0]) & (points[:, 0] == q[:, 0])) | \
                ((p[:, 1] == points[:, 1]) & (points[:, 1] == q[:, 1]))
-    rid = np.repeat(np.arange(len(sizes)), sizes)
-    return points[~straight], np.bincount(rid[~straight], minlength=len(sizes))
+    return points[~straight], np.bincount(_ring_index(sizes)[0][~straight], minlength=len(sizes))
 
 
 def _polygon(points: np.ndarray, sizes: np.ndarray):
-    """Open rings (shell first) -> shapely Polygon."""
+    """Rings (shell first), open or closed, concatenated -> shapely Polygon (shapely closes open rings)."""
     import shapely
 
-    rid = np.repeat(np.arange(len(sizes)), sizes)
-    rings = shapely.linearrings(points.astype(np.float64), indices=rid)
-    return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
-
-
-def _closed_polygon(points: np.ndarray, sizes: np.ndarray):
-    """Closed rings (shell first), concatenated -> shapely Polygon."""
-    import shapely
-
-    rings = shapely.linearrings(points.astype(np.float64), indices=np.repeat(np.arange(len(sizes)), sizes))
+    rings = shapely.linearrings(points.astype(np.float64), indices=_ring_index(sizes)[0])
     return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
 
 
@@ -263,15 +236,12 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
     stitched = stitch_fragments(fragments, seam_ys)
     if stitched is not None:
         return _polygon(*_drop_collinear_rings(*stitched))
-    dense = []
-    for points, sizes in fragments:
-        rings = [_densify_seams(r, seam_ys) for r in np.split(points, np.cumsum(sizes)[:-1])]
-        dense.append(shapely.Polygon(rings[0], rings[1:]))
+    dense = [_polygon(*_split_seam_edges(*_open_rings(points, sizes), seam_ys)[:2]) for points, sizes in fragments]
     merged = shapely.coverage_union_all(dense)
     if merged.geom_type == "MultiPolygon":  # the largest part, should the union not be connected
         merged = max(merged.geoms, key=lambda g: g.area)
-    return shapely.Polygon(_drop_collinear(np.asarray(merged.exterior.coords)),
-                           [_drop_collinear(np.asarray(r.coords)) for r in merged.interiors])
+    rings = [np.asarray(r.coords) for r in (merged.exterior, *merged.interiors)]
+    return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
 
 
 @dataclass
@@ -363,7 +333,7 @@ class StripVectorizer:
             for g in members:
                 self._uf.parent.pop(g, None)
             if len(frags) == 1:
-                poly = _closed_polygon(frags[0].points, frags[0].sizes)
+                poly = _polygon(frags[0].points, frags[0].sizes)
             else:
                 poly = merge_fragments([(f.points, f.sizes) for f in frags], seams)
             out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags)))
