@@ -31,10 +31,9 @@ class MaskStream:
     Only the bands that the next strip (with its ``2 x opening_px`` rows of context) still needs are held.
     """
 
-    def __init__(self, height: int, opening_px: int, sink: Sink, strip_rows: int = STRIP_ROWS):
+    def __init__(self, opening_px: int, sink: Sink, strip_rows: int = STRIP_ROWS):
         import cv2
 
-        self.height = height
         self.halo = 2 * opening_px
         self.kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * opening_px + 1,) * 2) if opening_px else None
         self.sink = sink

@@ -73,11 +73,9 @@ class StageTimer:
                 self._stack[-1][1] += spent
 
 
-def gdal_cache_bytes(source: RasterSource | None = None, tile: int = 0) -> int:
+def gdal_cache_bytes(source: RasterSource, tile: int) -> int:
     """Bytes of GDAL block cache a run needs: three rows of tiles of the source's selected bands (the rows being
     read while the last is still cached), within :data:`GDAL_CACHE_MIN`..:data:`GDAL_CACHE_MAX`."""
-    if source is None:
-        return GDAL_CACHE_MIN
     row = source.width * tile * len(source.bands) * np.dtype(source.dtype).itemsize
     return int(min(max(3 * row, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
 
@@ -326,7 +324,7 @@ def _pass_infer(source, ens, opts, tile, overlap, threshold, stretch, counter: A
         return rasterio.open(path, "w", **prof, dtype=dtype, nodata=nodata) if path else contextlib.nullcontext()
 
     prob_kind = ("uint8", MASK_NODATA) if quantized else ("float32", PROB_NODATA)
-    stream = MaskStream(source.height, opts.opening_px, builder) if builder is not None else None
+    stream = MaskStream(opts.opening_px, builder) if builder is not None else None
     with optional_raster(prob_path, *prob_kind) as prob_ds, optional_raster(raw_path, "uint8", MASK_NODATA) as raw_ds, \
             ThreadPoolExecutor(1) as pool, \
             tqdm(total=len(tiles), unit="tile", disable=not show_bar, file=sys.stderr, leave=False) as bar:
@@ -472,7 +470,7 @@ def _pass_vectorize(source, opts, area: AreaModel, raw_path, prob_path, has_noda
 
         builder = FieldBuilder(source.width, source.height, source.transform, area, opts, spool, counter,
                                mask_writer, hole_has_nodata if has_nodata else None, timer)
-        stream = MaskStream(source.height, opts.opening_px, builder)
+        stream = MaskStream(opts.opening_px, builder)
         n = -(-source.height // STRIP_ROWS)
         strips = _raw_strips(raw_ds, prob_ds)
         for s in range(n):
@@ -517,7 +515,7 @@ def _pass_final_mask(source, opts, changes: list, raw_path: Path, counter: AreaC
         if writer is not None:
             writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
 
-    stream = MaskStream(source.height, opts.opening_px, burn)
+    stream = MaskStream(opts.opening_px, burn)
     with rasterio.open(raw_path) as raw_ds:
         for row0, mask, valid, _ in _raw_strips(raw_ds):
             _check_cancel(is_cancelled)
@@ -530,6 +528,8 @@ def _write_records(spool: FieldSpool, vector_path: Path | None, crs, keep: bool)
 
     Returns the records when ``keep``, else an empty list (then at most one chunk of them is in memory).
     """
+    if vector_path is None and not keep:
+        return []
     writer = FieldWriter(vector_path, crs) if vector_path is not None else None
     kept = []
     for k, (geom, a, p, prob) in enumerate(spool.records(), start=1):

@@ -264,7 +264,7 @@ def test_mask_stream_bands_of_any_height_give_the_whole_opening():
         def take(r, m, v, _p, got=got):
             got.append((r, m.copy(), v.copy()))
 
-        stream = MaskStream(mask.shape[0], radius, take, strip_rows=16)
+        stream = MaskStream(radius, take, strip_rows=16)
         row = 0
         while row < mask.shape[0]:
             n = int(rng.integers(1, 30))
