@@ -5,7 +5,7 @@ Forward pass only, on the same preloaded batch of real tiles (the engine's tile 
 * ``onnxruntime fp32``: the exported member, as the engine runs it;
 * ``onnxruntime fp16 weights``: the same graph with float16 weights + Cast (``training export --fp16``): half the
   file, float32 compute;
-* ``torch fp32``: the training checkpoint through the engine's ``TorchMember``;
+* ``torch fp32``: the training checkpoint through the engine's torch backend (``training.backend.TorchMember``);
 * ``torch fp16`` / ``torch bf16``: the same under ``torch.autocast`` (on CPU the engine itself never uses them);
 * on CUDA (when usable): ``onnxruntime`` with CUDAExecutionProvider and ``torch`` fp32 (TF32 off) / fp16.
 
@@ -79,7 +79,7 @@ def torch_variant(ckpt: Path, device: str, threads: int | None, x: np.ndarray, d
     """(run, label) for a checkpoint in the engine's ``TorchMember`` under autocast ``dtype`` (fp32 = none)."""
     import torch
 
-    from engine.backends import TorchMember
+    from training.backend import TorchMember
 
     member = TorchMember(ckpt, device=device, threads=threads, fp16=False)
     if device == "cuda" and member.device != "cuda":
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from engine.backends import OnnxMember
-    from engine.pipeline import default_batch_size
+    from engine.context import default_batch_size
 
     onnx_path = args.onnx or ensemble_members(DEFAULT_ENSEMBLE)[0]
     ckpt = args.checkpoint or checkpoint_for(onnx_path)

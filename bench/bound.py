@@ -91,9 +91,9 @@ def forward_fn(member, x: np.ndarray):
 def measure_model(model: Path, args, batch: int | None, cache: dict) -> dict:
     """Bound of one model (ensemble or single file): per member and summed, per tile."""
     from engine.api import load_model
+    from engine.context import default_batch_size
     from engine.normalize import normalize
     from engine.options import ExtractOptions
-    from engine.pipeline import default_batch_size
 
     options = ExtractOptions(device=args.device, backend=args.backend, threads=args.threads,
                              tile_size=args.tile_size)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .ensemble import DEFAULT_MODEL
 from .errors import Cancelled, CroplandError, InputError, ModelError, OutputError
 from .options import ExtractOptions, OutputPaths
 from .result import ExtractionResult, FieldRecord
@@ -28,9 +29,6 @@ from .result import ExtractionResult, FieldRecord
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 LogFn = Callable[[str], None]
-
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-DEFAULT_MODEL = RESOURCES / "models" / "ensemble.json"
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -67,7 +65,7 @@ def load_model(model: str | Path | None = None, options: ExtractOptions | None =
     """
     from .ensemble import load_ensemble
 
-    return load_ensemble(model if model is not None else DEFAULT_MODEL, options or ExtractOptions(), log=log)
+    return load_ensemble(model, options or ExtractOptions(), log=log)
 
 
 def extract(

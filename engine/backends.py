@@ -1,18 +1,24 @@
 """Inference backends: one model file -> a callable from normalised tiles to cropland probabilities.
 
-* ONNX Runtime (default; ``.onnx``): CUDAExecutionProvider when present and usable, else CPU.
-* PyTorch (``.pt``/``.ckpt`` checkpoints written by ``python -m training``), loaded with ``weights_only=True``.
+* ONNX Runtime (default; ``.onnx``), here: CUDAExecutionProvider when present and usable, else CPU.
+* PyTorch (``.pt``/``.pth``/``.ckpt`` checkpoints written by ``python -m training``): provided by the training
+  package (:mod:`training.backend`), which registers itself with :func:`register_backend` when imported. The engine
+  never imports training's code; it only knows, in :data:`BACKEND_PLUGINS`, which module to import the first time
+  such a file is asked for (as an entry-point table would, for a folder that is not pip-installed).
 
 A member is called with float32 (N, C, H, W) normalised tiles and returns float32 (N, H, W) cropland
-probabilities. When CUDA was asked for (``device="cuda"``) and cannot be used, loading fails and says why; with
-``device="auto"`` the run falls back to the CPU and the log says why.
+probabilities, and has ``path``, ``meta`` (:class:`ModelMetadata`), ``device`` ("cpu"/"cuda"), ``label`` and
+``release_memory()``. When CUDA was asked for (``device="cuda"``) and cannot be used, loading fails and says why;
+with ``device="auto"`` the run falls back to the CPU and the log says why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +27,54 @@ from .errors import DependencyError, ModelError
 from .metadata import ModelMetadata
 
 LogFn = Callable[[str], None]
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+# A loader: (path, device, threads, fp16, log) -> member.
+Loader = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend: its ``name``, the file ``suffixes`` it loads by default, and its ``load`` function."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    load: Loader
+
+
+# Backends that live outside the engine: name -> (module that registers it when imported, suffixes it loads).
+BACKEND_PLUGINS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "torch": ("training.backend", (".pt", ".pth", ".ckpt")),
+}
+TORCH_SUFFIXES = BACKEND_PLUGINS["torch"][1]
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, suffixes: tuple[str, ...], load: Loader) -> None:
+    """Make ``load(path, device=, threads=, fp16=, log=) -> member`` the backend ``name`` (replacing one of the same
+    name), used for files with ``suffixes`` when the backend is ``"auto"``."""
+    _BACKENDS[name] = Backend(name, tuple(s.lower() for s in suffixes), load)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend ``name``, importing its plugin module first when it is not registered yet.
+
+    Raises :class:`DependencyError` when the plugin or a package it needs cannot be imported.
+    """
+    if name not in _BACKENDS and name in BACKEND_PLUGINS:
+        module = BACKEND_PLUGINS[name][0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise DependencyError(
+                f"The {name} backend ({module}) cannot be loaded: {exc}. Use the ONNX model, or install "
+                "requirements/train.txt."
+            ) from exc
+    if name not in _BACKENDS:
+        raise DependencyError(f"No inference backend named {name!r}; known: {', '.join(sorted(_known()))}.")
+    return _BACKENDS[name]
+
+
+def _known() -> set[str]:
+    return set(_BACKENDS) | set(BACKEND_PLUGINS)
 
 
 def _noop(_: str) -> None:
@@ -163,72 +216,28 @@ def _onnx_providers(ort, device: str) -> tuple[list, str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
 
 
-class TorchMember:
-    """One PyTorch checkpoint written by ``python -m training``, loaded with ``torch.load(weights_only=True)``.
-
-    Runs in fp16 autocast on CUDA when ``fp16`` is not False.
-    """
-
-    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, fp16: bool | None = None,
-                 log: LogFn = _noop):
-        try:
-            import torch
-        except ImportError as exc:
-            raise DependencyError(
-                "PyTorch is not installed in this Python; use the ONNX model, or install requirements/train.txt."
-            ) from exc
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"Model file not found: {self.path}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise DependencyError("CUDA was asked for but torch.cuda.is_available() is False "
-                                  f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}).")
-        self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-        if threads:
-            torch.set_num_threads(threads)
-        from training.checkpoint import load_checkpoint, model_from_checkpoint
-        from training.errors import CheckpointError
-
-        try:
-            ckpt = load_checkpoint(self.path)
-            model = model_from_checkpoint(ckpt)
-        except (CheckpointError, RuntimeError, KeyError, ValueError) as exc:
-            raise ModelError(f"{self.path} is not a usable training checkpoint: {exc}") from exc
-        self.meta = ModelMetadata.from_dict(ckpt["metadata"], str(self.path))
-        self.model = model.eval().to(self.device)
-        self.fp16 = self.device == "cuda" and fp16 is not False
-        gpu = f", {torch.cuda.get_device_name(0)}" if self.device == "cuda" else ""
-        self.label = f"{self.device} (torch {torch.__version__}{gpu}{', fp16' if self.fp16 else ''})"
-        self._torch = torch
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability."""
-        torch = self._torch
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-        scores = out.float().cpu().numpy()
-        meta = self.meta
-        if meta.output == "probabilities":  # checkpoints return logits; exported ONNX adds the softmax
-            meta = ModelMetadata(**{**meta.__dict__, "output": "logits"})
-        return scores_to_probability(scores, meta)
-
-    def release_memory(self) -> None:
-        """Return cached CUDA memory to the driver (nothing to do on the CPU)."""
-        if self.device == "cuda":
-            self._torch.cuda.empty_cache()
-
-
 def load_member(path: Path, backend: str = "auto", device: str = "auto", threads: int | None = None,
                 fp16: bool | None = None, log: LogFn = _noop):
     """Load one model file with the backend its suffix (or ``backend``) names.
 
-    Returns an :class:`OnnxMember` or :class:`TorchMember`. Raises :class:`ModelError` for a missing or unusable
-    file and :class:`DependencyError` when the backend's package is missing or CUDA was required and is unusable.
+    Returns a member (an :class:`OnnxMember`, or a plugin backend's, e.g. ``training.backend.TorchMember``).
+    Raises :class:`ModelError` for a missing or unusable file and :class:`DependencyError` when the backend's
+    package is missing or CUDA was required and is unusable.
     """
     path = Path(path)
-    use_torch = backend == "torch" or (backend == "auto" and path.suffix.lower() in TORCH_SUFFIXES)
-    if use_torch:
-        return TorchMember(path, device=device, threads=threads, fp16=fp16, log=log)
-    if path.suffix.lower() in TORCH_SUFFIXES:
+    suffix = path.suffix.lower()
+    if backend == "auto":
+        owner = next((name for name, (_, suffixes) in BACKEND_PLUGINS.items() if suffix in suffixes), None)
+        owner = owner or next((b.name for b in _BACKENDS.values() if suffix in b.suffixes), "onnx")
+        backend = owner
+    if backend == "onnx" and suffix in TORCH_SUFFIXES:
         raise ModelError(f"{path} is a PyTorch checkpoint; use backend 'torch' or export it to ONNX.")
+    return get_backend(backend).load(path, device=device, threads=threads, fp16=fp16, log=log)
+
+
+def _load_onnx(path: Path, device: str = "auto", threads: int | None = None, fp16: bool | None = None,
+               log: LogFn = _noop) -> OnnxMember:
     return OnnxMember(path, device=device, threads=threads, log=log)
+
+
+register_backend("onnx", (".onnx",), _load_onnx)

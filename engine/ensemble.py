@@ -28,6 +28,9 @@ from .options import FUSIONS, ExtractOptions
 
 LogFn = Callable[[str], None]
 
+# The shipped default ensemble (resources/ sits beside engine/ in the plugin folder).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "ensemble.json"
+
 
 def _noop(_: str) -> None:
     pass
@@ -154,8 +157,10 @@ def _read_ensemble_json(path: Path) -> dict:
     return spec
 
 
-def load_ensemble(model: str | Path | Ensemble, options: ExtractOptions, log: LogFn | None = None) -> Ensemble:
-    """Load an ``.onnx`` / checkpoint file or an ``ensemble.json`` (see the module docstring).
+def load_ensemble(model: str | Path | Ensemble | None, options: ExtractOptions,
+                  log: LogFn | None = None) -> Ensemble:
+    """Load an ``.onnx`` / checkpoint file or an ``ensemble.json`` (see the module docstring); ``None`` = the
+    shipped default (:data:`DEFAULT_MODEL`); an already loaded :class:`Ensemble` is returned as it is.
 
     Raises:
         ModelError: missing/corrupt files, bad JSON, members that disagree on their input bands.
@@ -164,7 +169,7 @@ def load_ensemble(model: str | Path | Ensemble, options: ExtractOptions, log: Lo
     if isinstance(model, Ensemble):
         return model
     log = log or _noop
-    path = Path(model)
+    path = Path(model if model is not None else DEFAULT_MODEL)
     if not path.exists():
         raise ModelError(f"Model file not found: {path}")
     if path.suffix.lower() == ".json":

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as m
-from .errors import InputError
-from .stats import area_model
+from .areas import area_model
+from .errors import PARAM, InputError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 
@@ -97,7 +97,7 @@ def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> t
     from .stats import read_polygons
 
     if cell_size is not None and cell_size <= 0:
-        raise InputError(f"--cell-size must be positive, got {cell_size}.")
+        raise InputError(f"{PARAM} must be positive, got {cell_size}.", param="cell_size")
     try:
         wkt = pyogrio.read_info(ref_path).get("crs")
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
@@ -111,7 +111,7 @@ def _polygon_grid(pred_path: Path, ref_path: Path, cell_size: float | None) -> t
     width, height = max(1, math.ceil((x1 - x0) / cell)), max(1, math.ceil((y1 - y0) / cell))
     if width * height > 20_000 ** 2:
         raise InputError(f"A {cell:g}-unit grid over the layers' extent would be {width} x {height} px; "
-                         "give a larger --cell-size.")
+                         f"give a larger {PARAM}.", param="cell_size")
     return Grid(height, width, from_origin(x0, y1, cell, cell), crs), pred_polys, ref_polys
 
 

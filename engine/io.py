@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import PARAM, InputError
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,8 @@ def _check_bands(bands: list[int], count: int, name: str) -> None:
     if bad:
         raise InputError(
             f"{name} has {count} band(s) but band(s) {', '.join(map(str, bad))} were requested "
-            f"(bands {', '.join(map(str, bands))}). Choose existing bands with --bands, e.g. --bands "
-            f"{','.join(str(i) for i in range(1, min(count, len(bands)) + 1))}."
+            f"(bands {', '.join(map(str, bands))}). Choose existing bands with {PARAM}, e.g. {PARAM} "
+            f"{','.join(str(i) for i in range(1, min(count, len(bands)) + 1))}.", param="bands"
         )
 
 

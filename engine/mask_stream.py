@@ -1,11 +1,9 @@
-"""The thresholded mask, band of rows by band of rows: opening -> cropland count -> final mask rows -> fields.
+"""The thresholded mask, band of rows by band of rows, through the morphological opening.
 
 :class:`MaskStream` takes rows of the mask in order, in bands of any height, and hands on strips of the opened
-mask; the opening needs ``2 x radius`` rows of context on each side, so the last rows of a band wait for the next
-band (or the end). :class:`FieldBuilder` takes those strips: it counts the cropland, writes the final mask rows,
-vectorises, and sends each field, once no later strip can add to it, through the minimum-area and hole filters
-into a :class:`~engine.spool.FieldSpool`. The same two run on rows straight from inference (one pass) or read
-back from a temporary raster (when the filters need a second look at the mask).
+mask to a sink (usually a :class:`engine.fields.FieldBuilder`); the opening needs ``2 x radius`` rows of context on
+each side, so the last rows of a band wait for the next band (or the end). It runs on rows straight from
+inference (one pass) or read back from a temporary raster (when the filters need a second look at the mask).
 """
 
 from __future__ import annotations
@@ -14,11 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .spool import FieldSpool
-from .stats import AreaCounter, AreaModel
-from .vectorize import Field, StripVectorizer, filter_field, simplify_fields, to_map
+from .runtime import STRIP_ROWS
 
-STRIP_ROWS = 256  # rows per strip: arrays of a strip are ~20 bytes x width x this
 MASK_NODATA = 255
 
 Sink = Callable[[int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
@@ -78,66 +73,3 @@ class MaskStream:
         self._done = row0 + n
         keep = self._done - self.halo  # the next strip's context starts here
         self._bands = [band for band in self._bands if band[0] + band[1].shape[0] > keep]
-
-
-class FieldBuilder:
-    """Sink for :class:`MaskStream`: counts cropland into ``counter``, writes final mask rows (1/0/255) with
-    ``mask_writer``, and vectorises; each finished field goes through the filters and, in map coordinates with
-    its area and perimeter, into ``spool`` (all of them at the end when simplifying, which needs neighbours).
-
-    ``hole_has_nodata(hole_px) -> bool`` tells whether a hole holds nodata (then it is never filled); None when
-    the mask has no nodata.
-    """
-
-    def __init__(self, width: int, height: int, transform, area: AreaModel, opts, spool: FieldSpool,
-                 counter: AreaCounter | None = None, mask_writer=None,
-                 hole_has_nodata: Callable[[object], bool] | None = None, timer=None):
-        from contextlib import nullcontext
-
-        self.width, self.height, self.transform = width, height, transform
-        self.area, self.opts, self.spool = area, opts, spool
-        self.counter, self.mask_writer, self.hole_has_nodata = counter, mask_writer, hole_has_nodata
-        self.timer = timer or (lambda _name: nullcontext())
-        self.changes: list = []  # (polygon_px, 0 = dropped | 1 = filled), for a corrected mask
-        self._held: list[Field] = []
-        self._vec = StripVectorizer(width)
-
-    def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
-        if self.counter is not None:
-            self.counter.add_cropland(row0, mask.astype(bool))
-        if self.mask_writer is not None:
-            with self.timer("write_raster"):
-                self.mask_writer.write(row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
-        with self.timer("vectorize"):
-            self._vec.add(row0, mask, prob)
-            self._take(self._vec.pop_finished())
-
-    def finish(self) -> list:
-        """Take the last fields (and simplify all when asked); returns :attr:`changes`."""
-        with self.timer("vectorize"):
-            self._take(self._vec.fields())
-            if self._held:
-                tolerance_px = self.opts.simplify_m / (self.area.pixel_size_m or 1.0)
-                polys = simplify_fields([f.polygon for f in self._held], tolerance_px, self.width, self.height)
-                for f, poly in zip(self._held, polys, strict=True):
-                    self._spool(f, poly)
-                self._held = []
-        return self.changes
-
-    def _take(self, fields: list[Field]) -> None:
-        for f in fields:
-            kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
-                                        self.hole_has_nodata)
-            self.changes.extend(change)
-            if kept is None:
-                continue
-            if self.opts.simplify_m > 0:
-                self._held.append(kept)
-            else:
-                self._spool(kept, kept.polygon)
-
-    def _spool(self, field: Field, poly_px) -> None:
-        geom = to_map(poly_px, self.transform)
-        a, p = self.area.polygon_area_perimeter(geom)
-        x0, y0 = field.polygon.bounds[:2]
-        self.spool.add(geom, a, p, field.mean_probability, y0, x0)

@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import PARAM, OutputError
 from .options import OutputPaths
 
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
@@ -64,7 +64,7 @@ def check_outputs(outputs: OutputPaths, inputs: list[Path] = ()) -> None:
             raise OutputError(f"The {kind} output {path} is a folder; give a file name.")
         if path.exists() and not outputs.overwrite:
             raise OutputError(f"The {kind} output {path} already exists; choose another name or allow overwrite "
-                              "(--overwrite).")
+                              f"({PARAM}).", param="overwrite")
         _writable_dir(path)
 
 

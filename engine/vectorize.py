@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stats import AreaModel
+from .areas import AreaModel
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,7 +211,7 @@ def engine_errors(errors_module, outputs: list[str] | None = None) -> Iterator[N
         raise QgsProcessingException(message) from exc
     except errors_module.CroplandError as exc:
         _cleanup(outputs)
-        raise QgsProcessingException(plugin_wording(str(exc))) from exc
+        raise QgsProcessingException(plugin_message(exc)) from exc
     except QgsProcessingException:
         _cleanup(outputs)
         raise
@@ -230,18 +229,19 @@ def engine_errors(errors_module, outputs: list[str] | None = None) -> Iterator[N
         raise QgsProcessingException("Out of memory: try a smaller TILE_SIZE, or split the raster.") from exc
 
 
-# The engine's messages name its command-line options; in QGIS the same settings are algorithm parameters.
-CLI_TO_PARAMETER = {"--bands": "BANDS", "--pixel-size": "PIXEL_SIZE", "--tile-size": "TILE_SIZE",
-                    "--overlap": "OVERLAP", "--threshold": "THRESHOLD", "--model": "MODEL", "--device": "DEVICE",
-                    "--min-area": "MIN_AREA", "--max-hole": "MAX_HOLE", "--simplify": "SIMPLIFY", "--tta": "TTA",
-                    "--stretch": "STRETCH"}
+# The engine's errors name the setting they concern as data (``exc.param``, an ExtractOptions field or API argument);
+# in QGIS the same settings are algorithm parameters.
+PARAMETER_NAMES = {"bands": "BANDS", "pixel_size_m": "PIXEL_SIZE", "tile_size": "TILE_SIZE", "overlap": "OVERLAP",
+                   "threshold": "THRESHOLD", "model": "MODEL", "device": "DEVICE", "min_area_m2": "MIN_AREA",
+                   "max_hole_m2": "MAX_HOLE", "simplify_m": "SIMPLIFY", "tta": "TTA", "stretch": "STRETCH"}
 
 
-def plugin_wording(message: str) -> str:
-    """Replace the engine CLI's option names in ``message`` by the algorithm's parameter names."""
-    for option, parameter in CLI_TO_PARAMETER.items():
-        message = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", parameter, message)
-    return message
+def plugin_message(exc) -> str:
+    """The message of the engine error ``exc`` with the setting it concerns named as the algorithm's parameter."""
+    param = getattr(exc, "param", None)
+    if param is None or not hasattr(exc, "message_for"):
+        return str(exc)
+    return exc.message_for(PARAMETER_NAMES.get(param, param.upper()))
 
 
 def _cleanup(outputs: list[str] | None) -> None:

@@ -1,0 +1,180 @@
+"""The run context: everything one run of a plan reads and shares, set up once before its first stage.
+
+A :class:`RunContext` holds the input (``source``), the loaded ``ensemble``, the ``options``, the chosen
+:class:`Tiling`, the ``area`` model, the ``timer`` and the :class:`Callbacks`; and what the stages hand on to each
+other: the area ``counter``, the field ``spool``, the filters' ``changes`` and the output ``records``. Stages
+(:mod:`engine.stages`) take it as their one argument; plans (:mod:`engine.plans`) say which stages run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .areas import AreaCounter, AreaModel, area_model, crs_label
+from .errors import Cancelled, InputError
+from .io import RasterSource, sample_values
+from .normalize import Stretch, choose_stretch
+from .options import ExtractOptions
+from .result import FieldRecord
+from .runtime import StageTimer, iter_strips
+from .spool import FieldSpool
+from .tiling import TileGrid
+
+
+def _noop(*_args) -> None:
+    pass
+
+
+@dataclass
+class Callbacks:
+    """How a run reports back: ``progress(fraction 0..1, message)``, ``is_cancelled() -> bool``, ``log(line)``, and
+    whether to draw a tqdm bar over tiles on stderr (``show_bar``). See :mod:`engine.api`."""
+
+    progress: Callable[[float, str], None] = _noop
+    is_cancelled: Callable[[], bool] = lambda: False
+    log: Callable[[str], None] = _noop
+    show_bar: bool = False
+    bar_file: object = field(default_factory=lambda: sys.stderr)
+
+    @classmethod
+    def of(cls, progress=None, is_cancelled=None, log=None, show_bar: bool = False) -> Callbacks:
+        """Callbacks from optional callables (None = do nothing / never cancelled)."""
+        return cls(progress or _noop, is_cancelled or (lambda: False), log or _noop, show_bar)
+
+    def check_cancel(self) -> None:
+        """Raise :class:`Cancelled` when the caller asked to stop."""
+        if self.is_cancelled():
+            raise Cancelled("Cancelled; no output was written.")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tiles of ``tile`` px overlapping by ``overlap`` px, ``batch_size`` tiles per inference call."""
+
+    tile: int
+    overlap: int
+    batch_size: int
+
+    def grid(self, height: int, width: int) -> TileGrid:
+        """The tile grid over a ``height`` x ``width`` raster (anchored at its top-left corner)."""
+        return TileGrid(height, width, self.tile, self.overlap)
+
+
+def default_batch_size(tile: int, on_gpu: bool) -> int:
+    """Tiles per inference call: about 4 x 512² on CPU and 32 x 512² on GPU."""
+    per = (512 / tile) ** 2
+    return max(1, round((32 if on_gpu else 4) * per))
+
+
+def choose_tiling(ensemble, options: ExtractOptions, log: Callable[[str], None] = _noop) -> Tiling:
+    """Tile size (rounded up to the members' size multiple), overlap and batch size for ``ensemble``.
+
+    Raises :class:`InputError` when the overlap is more than half the tile.
+    """
+    tile = options.tile_size or ensemble.tile_size
+    multiple = max(int(m.meta.extra.get("size_multiple", 1) or 1) for m in ensemble.members)
+    if tile % multiple:
+        rounded = -(-tile // multiple) * multiple
+        log(f"Tile size {tile} px rounded up to {rounded} px: the model needs a multiple of {multiple} px.")
+        tile = rounded
+    overlap = options.overlap if options.overlap is not None else min(ensemble.overlap, tile // 2)
+    if overlap * 2 > tile:
+        raise InputError(f"overlap {overlap} px must be at most half the tile size {tile} px.", param="overlap")
+    on_gpu = any(getattr(m, "device", "cpu") == "cuda" for m in ensemble.members)
+    return Tiling(tile, overlap, options.batch_size or default_batch_size(tile, on_gpu))
+
+
+@dataclass
+class RunContext:
+    """One run: its inputs and settings (fixed once built) and what its stages share (filled as they run).
+
+    Attributes:
+        source: the input raster, bands selected; ensemble: the loaded models (None when a plan runs no inference);
+        options; tiling (None without inference); area: how pixels and polygons convert to m²; timer; callbacks;
+        workdir: a temporary folder that lives as long as the run (set by :meth:`begin`);
+        threshold: cropland when the fused score exceeds it; stretch: the per-band stretch of the input or None.
+        counter: valid and cropland pixels and areas; spool: finished fields; changes: the filters' changes
+        ``(polygon_px, 0 = dropped | 1 = filled)``; records: the numbered fields kept in memory.
+    """
+
+    source: RasterSource
+    ensemble: object
+    options: ExtractOptions
+    tiling: Tiling | None
+    area: AreaModel
+    timer: StageTimer
+    callbacks: Callbacks
+    workdir: Path | None = None
+    threshold: float = 0.5
+    stretch: Stretch | None = None
+    counter: AreaCounter | None = None
+    spool: FieldSpool | None = None
+    changes: list = field(default_factory=list)
+    records: list[FieldRecord] = field(default_factory=list)
+    field_count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.counter is None:
+            self.counter = AreaCounter(self.area)
+
+    def begin(self, workdir: Path) -> RunContext:
+        """Give the run its temporary folder (which the caller deletes) and open the field spool in it."""
+        self.workdir = Path(workdir)
+        self.spool = FieldSpool(self.workdir)
+        return self
+
+    @property
+    def filtered(self) -> bool:
+        """True when fields are filtered by area (minimum field area or maximum hole), which needs areas."""
+        return self.area.known and (self.options.min_area_m2 > 0 or self.options.max_hole_m2 > 0)
+
+    @property
+    def has_nodata(self) -> bool:
+        """Whether the counted valid pixels leave out any pixel of the raster."""
+        return self.counter.valid_pixels < self.source.width * self.source.height
+
+    def close(self) -> None:
+        """Delete the spool (the workdir belongs to the caller)."""
+        if self.spool is not None:
+            self.spool.close()
+
+
+def prepare(source: RasterSource, ensemble, options: ExtractOptions, callbacks: Callbacks,
+            timer: StageTimer | None = None) -> RunContext:
+    """Build the context of an extraction: tiling, area model, threshold and stretch, with their log lines.
+
+    Raises:
+        InputError: every pixel is nodata, the overlap does not fit the tile, or the CRS has no linear unit.
+    """
+    log = callbacks.log
+    timer = timer or StageTimer()
+    tiling = choose_tiling(ensemble, options, log)
+    ensemble.batch_size = tiling.batch_size
+    threshold = options.threshold if options.threshold is not None else ensemble.threshold
+    area = area_model(source.crs, source.transform, source.height, options.pixel_size_m, log, Path(source.name).name)
+    with timer("read"):
+        sample = sample_values(source)
+        if sample.shape[1] == 0 and not _any_valid(source):
+            raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+    meta = ensemble.meta
+    stretch = choose_stretch(sample, meta, options.stretch, source.name) if sample.shape[1] else None
+    if stretch is not None:
+        log(f"{Path(source.name).name}: values ({source.dtype}, 2-98 % = {stretch.low}..{stretch.high}) do not match "
+            f"the model's range 0..{meta.input_scale:g}; stretched per band onto it (--stretch none to disable).")
+    res = meta.resolution_m
+    if res and area.pixel_size_m and not 0.5 <= area.pixel_size_m / res <= 2.0:
+        log(f"Note: the model was trained at {res:g} m/px and this raster is {area.pixel_size_m:.3g} m/px; "
+            "accuracy may be lower.")
+    log(f"Input {source.name}: {source.width} x {source.height} px, bands {source.bands}, {source.dtype}, "
+        f"CRS {crs_label(source.crs) or 'none'}; tiles {tiling.tile} px, overlap {tiling.overlap} px, "
+        f"batch {tiling.batch_size}, threshold {threshold:g}, fusion {ensemble.fusion}"
+        f"{', TTA x8' if options.tta else ''}; device {ensemble.device}.")
+    return RunContext(source, ensemble, options, tiling, area, timer, callbacks, threshold=threshold,
+                      stretch=stretch)
+
+
+def _any_valid(source: RasterSource) -> bool:
+    return any(source.read_inside(row0, 0, n, source.width)[1].any() for row0, n in iter_strips(source.height))

@@ -1,0 +1,392 @@
+"""The stages a plan (:mod:`engine.plans`) strings together, each a small object run with the
+:class:`~engine.context.RunContext`.
+
+Pass 1, :class:`Infer`, turns tiles into finished bands of rows (:class:`Band`) and hands each to its *row sinks*:
+:class:`CountValid`, :class:`RasterRows` (a probability or raw mask raster) and :class:`FieldStream` (opening ->
+fields). The other stages read back what pass 1 wrote (:class:`VectorizeMask`, :class:`BurnChanges`), tidy up
+between passes (:class:`RequireValid`, :class:`ReleaseMemory`, :class:`FinishFields`) or write the fields
+(:class:`WriteFields`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from .blend import StripBlender
+from .context import RunContext
+from .errors import InputError
+from .fields import FieldBuilder
+from .io import Window
+from .mask_stream import MASK_NODATA, MaskStream
+from .result import FieldRecord
+from .runtime import STRIP_ROWS, iter_strips, release_heap
+from .writers import FieldWriter, RowWriter, raster_profile
+
+PROB_NODATA = -1.0
+# A probability raster kept only for each field's mean is uint8 (p x 254, 255 = nodata): a quarter of the float32
+# bytes to compress and write, at most 0.002 off.
+PROB_SCALE_U8 = 254
+
+
+class Stage(Protocol):
+    """One step of a plan."""
+
+    def run(self, ctx: RunContext) -> None:
+        """Do the step, reading and filling ``ctx``."""
+
+
+@dataclass
+class Band:
+    """Finished rows ``row0 .. row0 + n`` of pass 1.
+
+    Attributes:
+        prob: float32 (n, w) fused cropland probability (NaN where not valid); valid: bool (n, w);
+        mask: bool (n, w) probability above the threshold, False where not valid;
+        extras: further per-pixel model outputs blended alike (name -> (n, w) array), for sinks that use them.
+    """
+
+    row0: int
+    prob: np.ndarray
+    valid: np.ndarray
+    mask: np.ndarray
+    extras: dict = field(default_factory=dict)
+
+
+class RowSink(Protocol):
+    """Takes the bands of pass 1 in order; ``close`` after the last."""
+
+    def __call__(self, band: Band) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------- row sinks
+
+class CountValid:
+    """Counts each band's valid pixels and their area into ``ctx.counter``."""
+
+    def __init__(self, ctx: RunContext):
+        self.counter = ctx.counter
+
+    def __call__(self, band: Band) -> None:
+        self.counter.add(band.row0, band.valid)
+
+    def close(self) -> None:
+        pass
+
+
+class RasterRows:
+    """Writes one raster of pass 1's rows on the source's grid: ``kind`` ``"probability"`` (float32, nodata -1),
+    ``"probability_u8"`` (uint8 p x 254, nodata 255) or ``"raw_mask"`` (the thresholded mask, uint8 1/0/255)."""
+
+    KINDS: ClassVar[dict[str, tuple[str, float]]] = {
+        "probability": ("float32", PROB_NODATA), "probability_u8": ("uint8", MASK_NODATA),
+        "raw_mask": ("uint8", MASK_NODATA)}
+
+    def __init__(self, ctx: RunContext, path: Path, kind: str):
+        import rasterio
+
+        dtype, nodata = self.KINDS[kind]
+        self.kind, self.timer = kind, ctx.timer
+        self._ds = rasterio.open(path, "w", **raster_profile(ctx.source), dtype=dtype, nodata=nodata)
+        self._writer = RowWriter(self._ds)
+
+    def __call__(self, band: Band) -> None:
+        valid = band.valid
+        if self.kind == "probability":
+            rows = np.where(valid, band.prob, PROB_NODATA).astype(np.float32)
+        elif self.kind == "probability_u8":
+            rows = np.where(valid, np.rint(band.prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8)
+        else:
+            rows = np.where(valid, band.mask, MASK_NODATA).astype(np.uint8)
+        with self.timer("write_raster"):
+            self._writer.write(band.row0, rows)
+
+    def close(self) -> None:
+        with self.timer("write_raster"):
+            self._writer.close()
+            self._ds.close()
+
+
+class FieldStream:
+    """Pass 1's thresholded rows straight into fields: opening (:class:`MaskStream`) -> :class:`FieldBuilder`
+    (cropland counted into ``ctx.counter``, final mask rows to ``mask_path`` when given, fields into
+    ``ctx.spool``). :meth:`finish` after :meth:`close` takes the last fields."""
+
+    def __init__(self, ctx: RunContext, mask_path: Path | None):
+        self.mask = _mask_file(ctx, mask_path)
+        writer = self.mask.__enter__()
+        src = ctx.source
+        self.builder = FieldBuilder(src.width, src.height, src.transform, ctx.area, ctx.options, ctx.spool,
+                                    ctx.counter, writer, timer=ctx.timer)
+        self.stream = MaskStream(ctx.options.opening_px, self.builder)
+
+    def __call__(self, band: Band) -> None:
+        self.stream.push(band.row0, band.mask.astype(np.uint8), band.valid, band.prob)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def finish(self) -> list:
+        """The last fields (simplified when asked); closes the mask file; returns the filters' changes."""
+        try:
+            return self.builder.finish()
+        finally:
+            self.mask.__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------------------------------------------- stages
+
+@dataclass
+class Infer:
+    """Pass 1: every tile read (the next batch while this one is inferred), normalised, inferred, fused and
+    blended; each finished band of rows, thresholded, goes to every sink in ``sinks``.
+
+    ``tile_rows``: the tile rows of the whole raster's grid to run (None = all). A band of tile rows that does not
+    start at the top also runs the tile row above it, whose blended rows are incomplete and not handed on, so the
+    rows handed on are exactly those a whole run hands on for these tile rows.
+    """
+
+    sinks: list
+    tile_rows: range | None = None
+
+    def run(self, ctx: RunContext) -> None:
+        from tqdm import tqdm
+
+        source, ens, timer, cb = ctx.source, ctx.ensemble, ctx.timer, ctx.callbacks
+        tile = ctx.tiling.tile
+        grid = ctx.tiling.grid(source.height, source.width)
+        rows = self.tile_rows if self.tile_rows is not None else range(len(grid.row_origins))
+        first = max(rows.start - 1, 0)
+        keep_from = grid.row_origins[rows.start] if rows.start > 0 else 0
+        tiles = [t for t in grid.tiles() if first <= t[0] < rows.stop]
+        batches = [tiles[i:i + ens.batch_size] for i in range(0, len(tiles), ens.batch_size)]
+        last_col = len(grid.col_origins) - 1
+
+        def read_batch(batch):
+            reads = [source.read(Window(r, c, tile, tile)) for _, _, r, c in batch]
+            return np.stack([v for v, _ in reads]), np.stack([m for _, m in reads])
+
+        def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+            if row0 < keep_from:
+                return
+            band = Band(row0, prob, valid, (prob > ctx.threshold) & valid)
+            for sink in self.sinks:
+                sink(band)
+
+        with ThreadPoolExecutor(1) as pool, \
+                tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
+            blender = StripBlender(grid, emit)
+            future = pool.submit(read_batch, batches[0])
+            done = 0
+            for k in range(len(batches)):
+                cb.check_cancel()
+                with timer("read"):
+                    raw, valid = future.result()
+                if k + 1 < len(batches):
+                    future = pool.submit(read_batch, batches[k + 1])
+                with timer("inference"):
+                    prob = ens.predict(raw, valid, ctx.stretch, ctx.options.tta)
+                with timer("blend"):
+                    for (i, j, _, _), p, v in zip(batches[k], prob, valid, strict=True):
+                        blender.add(i, j, p, v)
+                        if j == last_col:
+                            blender.finish_row(i)
+                done += len(batches[k])
+                bar.update(len(batches[k]))
+                cb.progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
+            for sink in self.sinks:
+                sink.close()
+
+
+class RequireValid:
+    """Refuses a raster with no valid pixel (once pass 1 has counted them)."""
+
+    def run(self, ctx: RunContext) -> None:
+        if ctx.counter.valid_pixels == 0:
+            raise InputError(f"{ctx.source.name}: every pixel is nodata; there is nothing to classify.")
+
+
+class ReleaseMemory:
+    """Frees the models' working memory and the C heap's free pages (before the largest fields are merged)."""
+
+    def run(self, ctx: RunContext) -> None:
+        if ctx.ensemble is not None:
+            ctx.ensemble.release_memory()
+        release_heap()
+
+
+@dataclass
+class FinishFields:
+    """Takes the last fields of a :class:`FieldStream` of pass 1."""
+
+    stream: FieldStream
+
+    def run(self, ctx: RunContext) -> None:
+        ctx.changes = self.stream.finish()
+
+
+@dataclass
+class VectorizeMask:
+    """Pass 2: a raw mask raster (1 = cropland, 0 = other, 255 = nodata) read back strip by strip through the
+    opening into a :class:`FieldBuilder` with the filters on: fields into ``ctx.spool``, the filters' changes into
+    ``ctx.changes``; and, when ``count``, cropland into ``ctx.counter`` and the opened mask into ``mask_path``.
+
+    ``prob_path``: the probability raster (float32, or uint8 = p x 254) for the fields' means, or None.
+    ``holes_may_hold_nodata``: None = whether pass 1 counted any nodata (then a hole is filled only when it holds
+    none).
+    """
+
+    raw_path: Path
+    prob_path: Path | None = None
+    mask_path: Path | None = None
+    count: bool = True
+    holes_may_hold_nodata: bool | None = None
+
+    def run(self, ctx: RunContext) -> None:
+        import rasterio
+        from affine import Affine
+        from rasterio.features import rasterize
+        from rasterio.windows import Window as RioWindow
+
+        source, timer, cb = ctx.source, ctx.timer, ctx.callbacks
+        nodata = self.holes_may_hold_nodata if self.holes_may_hold_nodata is not None else ctx.has_nodata
+        with rasterio.open(self.raw_path) as raw_ds, \
+                (rasterio.open(self.prob_path) if self.prob_path else contextlib.nullcontext()) as prob_ds, \
+                _mask_file(ctx, self.mask_path) as writer:
+
+            def hole_has_nodata(hole) -> bool:
+                x0, y0, x1, y1 = (int(v) for v in hole.bounds)
+                raw = raw_ds.read(1, window=RioWindow(x0, y0, x1 - x0, y1 - y0))
+                inside = rasterize([(hole, 1)], out_shape=raw.shape, transform=Affine.translation(x0, y0), fill=0,
+                                   dtype="uint8") > 0
+                return bool((raw[inside] == MASK_NODATA).any())
+
+            builder = FieldBuilder(source.width, source.height, source.transform, ctx.area, ctx.options, ctx.spool,
+                                   ctx.counter if self.count else None, writer,
+                                   hole_has_nodata if nodata else None, timer)
+            stream = MaskStream(ctx.options.opening_px, builder)
+            n = -(-source.height // STRIP_ROWS)
+            strips = raw_strips(raw_ds, prob_ds)
+            for s in range(n):
+                cb.check_cancel()
+                with timer("read"):
+                    row0, mask, valid, prob = next(strips)
+                stream.push(row0, mask, valid, prob)
+                cb.progress(0.85 + 0.1 * (s + 1) / n, "vectorising")
+            stream.close()
+            ctx.changes = builder.finish()
+        release_heap()
+
+
+@dataclass
+class BurnChanges:
+    """Pass 3, only when the filters dropped a field or filled a hole: the opened raw mask again with those
+    changes burnt in (dropped fields 0, then filled holes 1), cropland recounted into ``ctx.counter`` and the final
+    mask rewritten to ``mask_path`` when given."""
+
+    raw_path: Path
+    mask_path: Path | None = None
+
+    def run(self, ctx: RunContext) -> None:
+        if not ctx.changes:
+            return
+        import rasterio
+        import shapely
+        from affine import Affine
+        from rasterio.features import rasterize
+
+        ctx.counter.reset_cropland()
+        changes = sorted(ctx.changes, key=lambda c: c[1])  # drops first: a filled hole wins over a dropped island
+        polys = np.array([c[0] for c in changes], dtype=object)
+        values = np.array([c[1] for c in changes], dtype=np.uint8)
+        tree = shapely.STRtree(polys)
+        w = ctx.source.width
+        with ctx.timer("write_raster"), _mask_file(ctx, self.mask_path) as writer:
+
+            def burn(row0: int, mask: np.ndarray, valid: np.ndarray, _prob) -> None:
+                n = mask.shape[0]
+                hits = np.sort(tree.query(shapely.box(0, row0, w, row0 + n)))
+                if len(hits):
+                    # GDAL's scanline fill visits every edge on every row: clip to the strip first, or a shape
+                    # spanning the raster costs O(rows x its vertices).
+                    parts = shapely.clip_by_rect(polys[hits], -1, row0 - 1, w + 1, row0 + n + 1)
+                    shapes = [(g, int(v)) for g, v in zip(parts, values[hits], strict=True) if not g.is_empty]
+                    if shapes:
+                        burnt = rasterize(shapes, out_shape=(n, w), transform=Affine.translation(0, row0),
+                                          fill=255, dtype="uint8")
+                        mask = np.where(burnt == 255, mask, burnt)
+                crop = mask.astype(bool) & valid
+                ctx.counter.add_cropland(row0, crop)
+                if writer is not None:
+                    writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
+
+            stream = MaskStream(ctx.options.opening_px, burn)
+            with rasterio.open(self.raw_path) as raw_ds:
+                for row0, mask, valid, _ in raw_strips(raw_ds):
+                    ctx.callbacks.check_cancel()
+                    stream.push(row0, mask, valid)
+                stream.close()
+
+
+@dataclass
+class WriteFields:
+    """Numbers the spooled fields top-to-bottom, left-to-right, writes them to ``vector_path`` (when given) and
+    keeps them in ``ctx.records`` when ``keep`` (else at most one chunk of them is in memory at a time)."""
+
+    vector_path: Path | None = None
+    keep: bool = True
+
+    def run(self, ctx: RunContext) -> None:
+        ctx.callbacks.progress(0.97, "writing fields")
+        with ctx.timer("write_vector"):
+            ctx.field_count = len(ctx.spool)
+            if self.vector_path is None and not self.keep:
+                return
+            writer = FieldWriter(self.vector_path, ctx.source.crs) if self.vector_path is not None else None
+            for k, (geom, a, p, prob) in enumerate(ctx.spool.records(), start=1):
+                record = FieldRecord(k, geom, a, p, prob)
+                if writer is not None:
+                    writer.add(record)
+                if self.keep:
+                    ctx.records.append(record)
+            if writer is not None:
+                writer.close()
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+@contextmanager
+def _mask_file(ctx: RunContext, mask_path: Path | None):
+    """A :class:`RowWriter` onto a new uint8 mask GeoTIFF (1/0/255) on the source's grid, or None."""
+    if mask_path is None:
+        yield None
+        return
+    import rasterio
+
+    with rasterio.open(mask_path, "w", **raster_profile(ctx.source), dtype="uint8", nodata=MASK_NODATA) as out:
+        writer = RowWriter(out)
+        yield writer
+        writer.close()
+
+
+def raw_strips(raw_ds, prob_ds=None):
+    """Strips of a raw mask raster (1 = cropland, 255 = nodata) -> (row0, mask uint8 0/1, valid bool, prob
+    float32 or None)."""
+    from rasterio.windows import Window as RioWindow
+
+    w = raw_ds.width
+    for row0, n in iter_strips(raw_ds.height):
+        raw = raw_ds.read(1, window=RioWindow(0, row0, w, n))
+        prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
+        if prob is not None and prob.dtype == np.uint8:
+            prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
+        yield row0, (raw == 1).astype(np.uint8), raw != MASK_NODATA, prob
+
