@@ -82,7 +82,7 @@ def extract(
     """Extract cropland from one raster file and write the requested outputs.
 
     Args:
-        input_path: any raster GDAL opens (GeoTIFF, COG, VRT, JPEG2000...).
+        input_path: any raster GDAL opens (GeoTIFF, COG, VRT, JPEG2000...), a URL or a GDAL virtual path.
         model: path (see :func:`load_model`), an already loaded ensemble, or ``None`` for the default.
         outputs: files to write; all are checked before any work and written atomically at the end.
         options: run settings; ``None`` = defaults.
@@ -96,9 +96,10 @@ def extract(
     Raises:
         InputError, ModelError, OutputError, Cancelled (all :class:`CroplandError`).
     """
+    from .io import input_path as input_path_of
     from .pipeline import run_file
 
-    return run_file(Path(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),
+    return run_file(input_path_of(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),
                     progress=progress, is_cancelled=is_cancelled, log=log, keep_fields=keep_fields,
                     show_bar=show_bar)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import PARAM, InputError
 
 LogFn = Callable[[str], None]
 
@@ -57,8 +57,10 @@ class AreaModel:
     def polygon_area_perimeter(self, geom_map) -> tuple[float | None, float | None]:
         """(area m², perimeter m) of a shapely polygon in map coordinates; (None, None) when unknown."""
         if self.method == "geodesic":
-            area, perim = self.geod.geometry_area_perimeter(geom_map)
-            return abs(area), perim
+            # pyproj's geometry_area_perimeter leaves holes out of the perimeter; the boundary's geodesic length
+            # counts every ring, as the projected length does.
+            area, _ = self.geod.geometry_area_perimeter(geom_map)
+            return abs(area), float(self.geod.geometry_length(geom_map.boundary))
         if self.method == "projected":
             return geom_map.area * self.unit_m**2, geom_map.length * self.unit_m
         if self.method == "pixel_size":
@@ -77,7 +79,11 @@ def area_model(crs, transform, height: int, pixel_size_m: float | None = None,
         pixel_size_m: user-stated pixel size in metres; used only when the raster has no CRS.
         log: told when ``pixel_size_m`` is ignored or areas are unknown.
     """
+    from .options import check_number
+
     log = log or (lambda _: None)
+    if pixel_size_m is not None:
+        check_number(f"{PARAM} (m)", pixel_size_m, 0.0, low_open=True, param="pixel_size_m")
     det = abs(transform.a * transform.e - transform.b * transform.d)
     if crs is None:
         if pixel_size_m is None:

@@ -7,9 +7,13 @@ a cancelled run (Ctrl-C) exits with 130 and writes nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import shlex
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import CroplandError
@@ -33,6 +37,28 @@ def _bands(text: str) -> list[int]:
     return bands
 
 
+def _input(text: str):
+    from .io import input_path
+
+    return input_path(text)
+
+
+def _number(low: float | None = None, high: float | None = None, integer: bool = False):
+    """argparse type: a finite number (int when ``integer``) within [low, high], refused like --threshold nan."""
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if integer else ' number'}, got {text!r}") \
+                from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            bounds = " and ".join(x for x in (f">= {low:g}" if low is not None else "",
+                                             f"<= {high:g}" if high is not None else "") if x)
+            raise argparse.ArgumentTypeError(f"must be a finite number{' ' + bounds if bounds else ''}, got {text!r}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m engine`` (all subcommands)."""
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0],
@@ -41,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("extract", help="extract cropland fields, areas and ratio from rasters",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("inputs", nargs="+", type=Path, help="raster files (GeoTIFF, COG, VRT, JPEG2000, ...)")
+    e.add_argument("inputs", nargs="+", type=_input,
+                   help="raster files (GeoTIFF, COG, VRT, JPEG2000, ...), URLs or GDAL paths (/vsicurl/...)")
     e.add_argument("--model", type=Path, default=None,
                    help="an .onnx model, a training checkpoint (.pt) or an ensemble.json (default: shipped ensemble)")
     out = e.add_argument_group("outputs (with several inputs, '{stem}' in a path is replaced by each input's name; "
@@ -88,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("prediction", type=Path)
     v.add_argument("reference", type=Path)
     v.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
-    v.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels")
-    v.add_argument("--iou-threshold", type=float, default=0.5, help="IoU for a predicted field to match a reference")
+    v.add_argument("--tolerance", type=_number(0, integer=True), default=2, help="boundary F1 tolerance in pixels")
+    v.add_argument("--iou-threshold", type=_number(0, 1), default=0.5,
+                   help="IoU for a predicted field to match a reference (0..1)")
     v.add_argument("--cell-size", type=float, help="grid cell in map units when both are polygon layers "
                    "(default: the longer side of their extent / 2048)")
     v.add_argument("--json", type=Path, help="also write the metrics to this JSON file ('-': print JSON only)")
@@ -105,17 +133,22 @@ def output_for(template: Path | None, input_path: Path, several: bool) -> Path |
         return None
     text = str(template)
     if "{stem}" in text:
-        return Path(text.replace("{stem}", input_path.stem))
+        return Path(text.replace("{stem}", _stem(input_path)))
     if several:
-        return template.with_name(f"{template.stem}_{input_path.stem}{template.suffix}")
+        return template.with_name(f"{template.stem}_{_stem(input_path)}{template.suffix}")
     return template
 
 
+def _stem(input_path) -> str:
+    """The input's name without extension, also for URLs and GDAL virtual paths."""
+    return Path(str(input_path).rstrip("/").split("?")[0].rsplit("/", 1)[-1]).stem
+
+
 def _extract(args) -> int:
-    from .api import extract, load_model
+    from .api import load_model
+    from .io import open_input
     from .options import ExtractOptions, OutputPaths
-    from .outputs import check_outputs
-    from .report import write_report
+    from .outputs import check_batch, check_outputs
 
     options = ExtractOptions(
         bands=args.bands, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
@@ -128,18 +161,49 @@ def _extract(args) -> int:
                                probability=output_for(args.probability, inp, several), overwrite=args.overwrite))
              for inp in args.inputs]
     every = OutputPaths(report=args.report, overwrite=args.overwrite)
+    check_batch(plans, args.report)
     check_outputs(every, args.inputs)
     for _, outputs in plans:  # refuse clashes and existing files for every input before the first one runs
         check_outputs(outputs, args.inputs)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     model = load_model(args.model, options, log=log)
+    for inp in args.inputs:  # every input opens and has the model's bands before the first one runs
+        open_input(inp, model.meta, model.name, options.bands).close()
+    return _run_batch(args, plans, model, options, log)
+
+
+def _run_batch(args, plans, model, options, log) -> int:
+    """Extract each input in turn; when one fails or the run is interrupted, say exactly what was written and
+    still write the report rows of the inputs that finished."""
+    from .api import extract
+    from .options import OutputPaths
+    from .outputs import write_errors
+    from .report import write_report
+
     results = []
-    for inp, outputs in plans:
-        result = extract(inp, model, outputs, options, log=log, show_bar=not args.quiet, keep_fields=False)
-        print(result.summary(), flush=True)
-        results.append(result)
+    command = "python -m engine " + " ".join(shlex.quote(str(a)) for a in args.argv)
+    try:
+        for inp, outputs in plans:
+            result = extract(inp, model, outputs, options, log=log, show_bar=not args.quiet, keep_fields=False)
+            print(result.summary(), flush=True)
+            results.append(result)
+    except (CroplandError, KeyboardInterrupt) as exc:
+        if not results:
+            raise
+        done = ", ".join(str(r.input) for r in results)
+        stopped = plans[len(results)][0]
+        report = ""
+        if args.report:
+            with write_errors(OutputPaths(report=args.report, overwrite=True)):
+                write_report(args.report, results, command=command)
+            report = f"; the report {args.report} has their {len(results)} row(s)"
+        what = {Terminated: "terminated (SIGTERM)", KeyboardInterrupt: "cancelled"}.get(type(exc), f"error: {exc}")
+        print(f"{what}: {stopped} and the inputs after it wrote nothing; the outputs of {done} were written"
+              f"{report}.", file=sys.stderr)
+        return {Terminated: 143, KeyboardInterrupt: 130}.get(type(exc), 2)
     if args.report:
-        write_report(args.report, results, command="python -m engine " + " ".join(shlex.quote(a) for a in args.argv))
+        with write_errors(OutputPaths(report=args.report, overwrite=True)):
+            write_report(args.report, results, command=command)
     return 0
 
 
@@ -193,17 +257,63 @@ def _info(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: handled like Ctrl-C (temporary files removed, nothing half-written)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _library_warnings(quiet: bool):
+    """Warnings of rasterio/pyogrio/numpy become one ``warning:`` line each (once per message), or nothing with
+    --quiet; those the engine already reports in its own words (no CRS: areas unknown; nodata masks) are
+    silenced."""
+    from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
+
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if not quiet and text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+        warnings.filterwarnings("ignore", category=NodataShadowWarning)
+        warnings.filterwarnings("ignore", message=".*crs was not provided.*")
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     handler = {"extract": _extract, "stats": _stats, "evaluate": _evaluate, "info": _info}[args.command]
+    previous = None
+    with contextlib.suppress(ValueError):  # only the main thread may set signal handlers
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return handler(args)
+        with _library_warnings(getattr(args, "quiet", False)):
+            return handler(args)
     except CroplandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM): no output was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cancelled: no output was written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory; try a smaller --tile-size or --batch-size, or split the raster",
+              file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ from .options import ExtractOptions
 from .result import FieldRecord
 from .runtime import StageTimer, iter_strips
 from .spool import FieldSpool
-from .tiling import TileGrid
+from .tiling import TileGrid, fit_tile
 
 
 def _noop(*_args) -> None:
@@ -69,12 +69,16 @@ def default_batch_size(tile: int, on_gpu: bool) -> int:
     return max(1, round((32 if on_gpu else 4) * per))
 
 
-def choose_tiling(ensemble, options: ExtractOptions, log: Callable[[str], None] = _noop) -> Tiling:
-    """Tile size (rounded up to the members' size multiple), overlap and batch size for ``ensemble``.
+def choose_tiling(ensemble, options: ExtractOptions, log: Callable[[str], None] = _noop, height: int | None = None,
+                  width: int | None = None) -> Tiling:
+    """Tile size (shrunk to a ``height`` x ``width`` raster it exceeds, see :func:`engine.tiling.fit_tile`, and
+    rounded up to the members' size multiple), overlap and batch size for ``ensemble``.
 
     Raises :class:`InputError` when the overlap is more than half the tile.
     """
     tile = options.tile_size or ensemble.tile_size
+    if height is not None and width is not None:
+        tile = fit_tile(tile, height, width, ensemble.tile_size, log)
     multiple = max(int(m.meta.extra.get("size_multiple", 1) or 1) for m in ensemble.members)
     if tile % multiple:
         rounded = -(-tile // multiple) * multiple
@@ -95,7 +99,9 @@ class RunContext:
         source: the input raster, bands selected; ensemble: the loaded models (None when a plan runs no inference);
         options; tiling (None without inference); area: how pixels and polygons convert to m²; timer; callbacks;
         workdir: a temporary folder that lives as long as the run (set by :meth:`begin`);
-        threshold: cropland when the fused score exceeds it; stretch: the per-band stretch of the input or None.
+        threshold: cropland when the fused score exceeds it; stretch: how the input's values map onto the model's
+        range (decided once for the raster, :func:`engine.normalize.choose_stretch`) or None; values_note: that
+        choice in words, for the log and the report.
         counter: valid and cropland pixels and areas; spool: finished fields; changes: the filters' changes
         ``(polygon_px, 0 = dropped | 1 = filled)``; records: the numbered fields kept in memory.
     """
@@ -110,6 +116,7 @@ class RunContext:
     workdir: Path | None = None
     threshold: float = 0.5
     stretch: Stretch | None = None
+    values_note: str = ""
     counter: AreaCounter | None = None
     spool: FieldSpool | None = None
     changes: list = field(default_factory=list)
@@ -151,7 +158,7 @@ def prepare(source: RasterSource, ensemble, options: ExtractOptions, callbacks: 
     """
     log = callbacks.log
     timer = timer or StageTimer()
-    tiling = choose_tiling(ensemble, options, log)
+    tiling = choose_tiling(ensemble, options, log, source.height, source.width)
     ensemble.batch_size = tiling.batch_size
     threshold = options.threshold if options.threshold is not None else ensemble.threshold
     area = area_model(source.crs, source.transform, source.height, options.pixel_size_m, log, Path(source.name).name)
@@ -160,10 +167,9 @@ def prepare(source: RasterSource, ensemble, options: ExtractOptions, callbacks: 
         if sample.shape[1] == 0 and not _any_valid(source):
             raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
     meta = ensemble.meta
-    stretch = choose_stretch(sample, meta, options.stretch, source.name) if sample.shape[1] else None
-    if stretch is not None:
-        log(f"{Path(source.name).name}: values ({source.dtype}, 2-98 % = {stretch.low}..{stretch.high}) do not match "
-            f"the model's range 0..{meta.input_scale:g}; stretched per band onto it (--stretch none to disable).")
+    stretch = choose_stretch(sample, meta, options.stretch, source) if sample.shape[1] else None
+    values_note = stretch.how if stretch is not None else f"raw values / {meta.input_scale:g} (stretch none)"
+    log(f"{Path(source.name).name}: {values_note}.")
     res = meta.resolution_m
     if res and area.pixel_size_m and not 0.5 <= area.pixel_size_m / res <= 2.0:
         log(f"Note: the model was trained at {res:g} m/px and this raster is {area.pixel_size_m:.3g} m/px; "
@@ -173,7 +179,7 @@ def prepare(source: RasterSource, ensemble, options: ExtractOptions, callbacks: 
         f"batch {tiling.batch_size}, threshold {threshold:g}, fusion {ensemble.fusion}"
         f"{', TTA x8' if options.tta else ''}; device {ensemble.device}.")
     return RunContext(source, ensemble, options, tiling, area, timer, callbacks, threshold=threshold,
-                      stretch=stretch)
+                      stretch=stretch, values_note=values_note)
 
 
 def _any_valid(source: RasterSource) -> bool:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .backends import is_out_of_memory, load_member
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .metadata import ModelMetadata
 from .normalize import Stretch, normalize
-from .options import FUSIONS, ExtractOptions
+from .options import FUSIONS, MAX_TILE, ExtractOptions, check_number
 
 LogFn = Callable[[str], None]
 
@@ -102,7 +102,7 @@ class Ensemble:
         total = np.zeros(raw.shape[:1] + raw.shape[2:], np.float32)
         inputs: dict[tuple, np.ndarray] = {}  # members normalised alike share one input
         for member, weight in zip(self.members, self.weights, strict=True):
-            key = (tuple(member.meta.mean), tuple(member.meta.std), member.meta.input_scale)
+            key = (tuple(member.meta.mean), tuple(member.meta.std), member.meta.input_scale, member.meta.normalization)
             if key not in inputs:
                 inputs[key] = normalize(raw, valid, member.meta, stretch)
             x = inputs[key]
@@ -157,6 +157,32 @@ def _read_ensemble_json(path: Path) -> dict:
     return spec
 
 
+def _check_spec_value(path: Path, what: str, value, low=None, high=None, low_open=False, high_open=False) -> None:
+    """The CLI's number check (:func:`engine.options.check_number`) for a value of ``ensemble.json``."""
+    try:
+        check_number(what, value, low, high, low_open, high_open)
+    except InputError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
+def _check_spec(path: Path, spec: dict) -> None:
+    """Validate the optional settings of ``ensemble.json`` as the CLI validates its flags; raises ModelError."""
+    if "threshold" in spec:
+        _check_spec_value(path, "'threshold'", spec["threshold"], 0.0, 1.0, low_open=True, high_open=True)
+    if "tile_size" in spec:
+        _check_spec_value(path, "'tile_size' (px)", spec["tile_size"], 32, MAX_TILE)
+        if spec["tile_size"] != int(spec["tile_size"]):
+            raise ModelError(f"{path}: 'tile_size' must be a whole number of pixels, got {spec['tile_size']!r}.")
+    if "overlap" in spec:
+        _check_spec_value(path, "'overlap' (px)", spec["overlap"], 0, int(spec.get("tile_size", MAX_TILE)) / 2)
+        if spec["overlap"] != int(spec["overlap"]):
+            raise ModelError(f"{path}: 'overlap' must be a whole number of pixels, got {spec['overlap']!r}.")
+    if "fusion" in spec and spec["fusion"] not in FUSIONS:
+        raise ModelError(f"{path}: 'fusion' must be one of {', '.join(FUSIONS)}, got {spec['fusion']!r}.")
+    if "name" in spec and not isinstance(spec["name"], str):
+        raise ModelError(f"{path}: 'name' must be a string, got {spec['name']!r}.")
+
+
 def load_ensemble(model: str | Path | Ensemble | None, options: ExtractOptions,
                   log: LogFn | None = None) -> Ensemble:
     """Load an ``.onnx`` / checkpoint file or an ``ensemble.json`` (see the module docstring); ``None`` = the
@@ -176,16 +202,16 @@ def load_ensemble(model: str | Path | Ensemble | None, options: ExtractOptions,
         spec = _read_ensemble_json(path)
         entries = []
         for i, m in enumerate(spec["members"]):
-            if not isinstance(m, dict) or "path" not in m:
-                raise ModelError(f"{path}: member {i + 1} must be an object with a 'path'.")
-            weight = float(m.get("weight", 1.0))
-            if weight <= 0:
-                raise ModelError(f"{path}: member {i + 1} ({m['path']}) has weight {weight}; weights must be > 0.")
-            entries.append(((path.parent / m["path"]).resolve(), weight))
+            if not isinstance(m, dict) or not isinstance(m.get("path"), str):
+                raise ModelError(f"{path}: member {i + 1} must be an object with a 'path' (a file name).")
+            weight = m.get("weight", 1.0)
+            _check_spec_value(path, f"member {i + 1} ({m['path']}) 'weight'", weight, 0.0, low_open=True)
+            entries.append(((path.parent / m["path"]).resolve(), float(weight)))
+        _check_spec(path, spec)
     else:
         spec, entries = {}, [(path.resolve(), 1.0)]
-    members = [load_member(p, options.backend, options.device, options.threads, options.fp16, log)
-               for p, _ in entries]
+    threads = options.cpu_threads(log)
+    members = [load_member(p, options.backend, options.device, threads, options.fp16, log) for p, _ in entries]
     first = members[0].meta
     for m in members[1:]:
         if m.meta.n_bands != first.n_bands:

@@ -20,7 +20,8 @@ CLI_NAMES = {
     "device": "--device", "backend": "--backend", "fp16": "--fp16", "threshold": "--threshold", "fusion": "--fusion",
     "tta": "--tta", "min_area_m2": "--min-area", "max_hole_m2": "--max-hole", "simplify_m": "--simplify",
     "opening_px": "--opening", "pixel_size_m": "--pixel-size", "stretch": "--stretch", "threads": "--threads",
-    "model": "--model", "overwrite": "--overwrite", "cell_size": "--cell-size",
+    "model": "--model", "overwrite": "--overwrite", "cell_size": "--cell-size", "tolerance_px": "--tolerance",
+    "iou_threshold": "--iou-threshold",
 }
 
 

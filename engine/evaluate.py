@@ -58,7 +58,7 @@ def _is_raster(path: Path) -> bool:
         return False
 
 
-def _read_mask_raster(path: Path, grid: Grid | None) -> tuple[Grid, Layer]:
+def _read_mask_raster(path: Path, grid: Grid | None, grid_name: str = "") -> tuple[Grid, Layer]:
     import rasterio
     from rasterio.warp import Resampling, reproject
 
@@ -72,6 +72,20 @@ def _read_mask_raster(path: Path, grid: Grid | None) -> tuple[Grid, Layer]:
         raise InputError(f"{path} is not a cropland mask: it holds values {sorted(found)[:10]}; expected 0/1 "
                          "(or 0/255) with nodata marked as the file's nodata value.")
     mask = (values == 1) | ((values == 255) & (nodata is None))
+    if grid is not None and (grid.crs is None or own.crs is None) and (grid.height, grid.width) == \
+            (own.height, own.width) and ((grid.crs is None and own.crs is None) or grid.transform == own.transform):
+        # Without a CRS on both, rasters of the same shape are compared pixel for pixel (their grids say
+        # nothing about where they are); one with and one without a CRS only when the grids match exactly.
+        grid = None
+    elif grid is not None and (grid.crs is None) != (own.crs is None):
+        with_crs, without = (grid_name, path) if own.crs is None else (path, grid_name)
+        raise InputError(f"{without} has no CRS and its grid differs from {with_crs}'s, so they cannot be "
+                         "aligned; assign it the right CRS (e.g. gdal_edit.py -a_srs) or give rasters on the same "
+                         "pixel grid.")
+    elif grid is not None and grid.crs is None and own.crs is None:
+        raise InputError(f"{path} and {grid_name} have no CRS and different sizes ({own.width} x {own.height} "
+                         f"vs {grid.width} x {grid.height} px); without a CRS only rasters of the same size can be "
+                         "compared, pixel for pixel.")
     if grid is not None and (grid.height, grid.width, grid.transform) != (own.height, own.width, own.transform):
         out = np.zeros((2, grid.height, grid.width), np.uint8)
         for k, band in enumerate((mask, valid)):
@@ -149,6 +163,14 @@ def evaluate(prediction: str | Path, reference: str | Path, pixel_size_m: float 
     Raises:
         InputError: missing or unreadable files, non-mask rasters, empty polygon layers.
     """
+    from .options import check_number
+
+    check_number(f"{PARAM} (px)", tolerance_px, 0, param="tolerance_px")
+    check_number(PARAM, iou_threshold, 0.0, 1.0, low_open=True, param="iou_threshold")
+    if cell_size is not None:
+        check_number(PARAM, cell_size, 0.0, low_open=True, param="cell_size")
+    if pixel_size_m is not None:
+        check_number(f"{PARAM} (m)", pixel_size_m, 0.0, low_open=True, param="pixel_size_m")
     pred_path, ref_path = Path(prediction), Path(reference)
     pred_raster, ref_raster = _is_raster(pred_path), _is_raster(ref_path)
     if not pred_raster and not ref_raster:
@@ -156,11 +178,14 @@ def evaluate(prediction: str | Path, reference: str | Path, pixel_size_m: float 
         pred, ref = _polygon_layer(pred_polys, grid), _polygon_layer(ref_polys, grid)
     elif pred_raster:
         grid, pred = _read_mask_raster(pred_path, None)
-        ref = _read_mask_raster(ref_path, grid)[1] if ref_raster else _read_polygons(ref_path, grid)
+        ref = _read_mask_raster(ref_path, grid, str(pred_path))[1] if ref_raster else _read_polygons(ref_path, grid)
     else:
         grid, ref = _read_mask_raster(ref_path, None)
         pred = _read_polygons(pred_path, grid)
     valid = pred.valid & ref.valid
+    if not valid.any():
+        raise InputError(f"{pred_path} and {ref_path} do not overlap: no pixel is valid in both, so there is "
+                         "nothing to compare (check that both cover the same area, in CRSs that say where).")
     pix = m.pixel_metrics(pred.mask, ref.mask, valid)
     bnd = m.boundary_f1(pred.mask, ref.mask, tolerance_px, valid)
     obj = m.object_metrics(pred.instances, ref.instances, iou_threshold, valid)

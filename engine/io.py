@@ -103,20 +103,26 @@ class FileSource(RasterSource):
         import rasterio
         from rasterio.errors import RasterioIOError
 
-        path = Path(path)
+        virtual = is_virtual(path)
+        path = str(path) if virtual else Path(path)
         self.name = str(path)
-        if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
-            raise InputError(f"Input raster not found: {path}")
-        if path.is_dir():
-            raise InputError(f"Input {path} is a folder, not a raster file.")
-        if path.exists() and not os.access(path, os.R_OK):
-            raise InputError(f"Input raster {path} is not readable (permission denied).")
+        if not virtual:
+            if not path.exists():
+                raise InputError(f"Input raster not found: {path}")
+            if path.is_dir():
+                raise InputError(f"Input {path} is a folder, not a raster file.")
+            if not os.access(path, os.R_OK):
+                raise InputError(f"Input raster {path} is not readable (permission denied).")
         try:
             self._ds = rasterio.open(path)
         except RasterioIOError as exc:
-            raise InputError(
-                f"Cannot open {path} as a raster: GDAL does not recognise it or it is corrupt ({exc})."
-            ) from exc
+            what = "GDAL cannot read it" if virtual else "GDAL does not recognise it or it is corrupt"
+            raise InputError(f"Cannot open {path} as a raster: {what} ({gdal_cause(exc)}).") from exc
+        missing = [f for f in self._ds.files[1:] if not is_virtual(f) and not Path(f).exists()]
+        if missing and self._ds.driver == "VRT":
+            self.close()
+            raise InputError(f"{path} is a virtual raster (VRT) whose source file {missing[0]} is missing; "
+                             "restore it or rebuild the VRT.")
         ds = self._ds
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             self.close()
@@ -131,6 +137,14 @@ class FileSource(RasterSource):
             raise InputError(f"{path}: complex pixel values ({self.dtype}) are not imagery this tool can read.")
         self.nodata = ds.nodata
 
+    @property
+    def nbits(self) -> int | None:
+        """GDAL's declared ``NBITS`` of the first selected band (e.g. 12 for 12-bit data in uint16), or None."""
+        try:
+            return int(self._ds.tags(self.bands[0], "IMAGE_STRUCTURE").get("NBITS", 0)) or None
+        except (ValueError, TypeError):
+            return None
+
     def read_inside(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window as RioWindow
@@ -141,10 +155,11 @@ class FileSource(RasterSource):
             mask = self._ds.dataset_mask(window=win)
         except RasterioIOError as exc:
             raise InputError(f"Reading {self.name} failed at rows {row}-{row + height}, "
-                             f"columns {col}-{col + width}: the file may be truncated or corrupt ({exc}).") from exc
+                             f"columns {col}-{col + width}: the file may be truncated or corrupt "
+                             f"({gdal_cause(exc)}).") from exc
         valid = mask > 0
         if np.issubdtype(np.dtype(self.dtype), np.floating):
-            valid &= np.all(np.isfinite(values), axis=0)
+            _zero_invalid(values, valid)
         return values, valid
 
     def close(self) -> None:
@@ -189,8 +204,75 @@ class ArraySource(RasterSource):
             valid &= self._valid[row:row + height, col:col + width].astype(bool)
         if self.nodata is not None:
             valid &= ~np.all(values == np.float32(self.nodata), axis=0)
-        valid &= np.all(np.isfinite(values), axis=0)
+        _zero_invalid(values, valid)
         return values, valid
+
+
+def open_input(path, meta, model_name: str, bands: list[int] | None = None) -> FileSource:
+    """Open an input raster for a model and select its bands.
+
+    Args:
+        path: file path, URL or GDAL virtual path (``/vsicurl/...``).
+        meta: the model's :class:`engine.metadata.ModelMetadata` (bands it takes, their names).
+        model_name: for messages; bands: 1-based bands chosen by the user, or None for the model's.
+
+    Raises:
+        InputError: the raster cannot be opened, or lacks the bands the model needs (saying which to choose).
+    """
+    source = FileSource(path)
+    chosen = bands or meta.input_bands
+    names = ", ".join(meta.band_names) if meta.band_names else f"{meta.n_bands} bands"
+    try:
+        if len(chosen) != meta.n_bands:
+            raise InputError(f"{PARAM} lists {len(chosen)} band(s) ({','.join(map(str, chosen))}) but the model "
+                             f"{model_name} takes {meta.n_bands} ({names}).", param="bands")
+        if source.count < max(chosen) and not bands:
+            example = ",".join(str(min(i, source.count)) for i in range(1, meta.n_bands + 1))
+            raise InputError(
+                f"{path} has {source.count} band(s), but the model {model_name} needs {meta.n_bands} ({names}), "
+                f"read from band(s) {','.join(map(str, chosen))}. Choose this raster's bands with {PARAM} "
+                f"(e.g. {PARAM} {example} only if that is what they hold) or use a model made for this imagery.",
+                param="bands")
+        source.select_bands(chosen)
+    except InputError:
+        source.close()
+        raise
+    return source
+
+
+def is_virtual(path) -> bool:
+    """True for URLs (``https://...``) and GDAL virtual paths (``/vsicurl/...``, ``/vsizip/...``), which must be
+    passed to GDAL as typed (``pathlib`` would fold ``//`` into ``/``)."""
+    text = str(path)
+    return "://" in text or text.startswith("/vsi")
+
+
+def input_path(text):
+    """A command-line input as the engine keeps it: a :class:`Path`, or the text itself for a URL or GDAL
+    virtual path (see :func:`is_virtual`)."""
+    return text if is_virtual(text) else Path(text)
+
+
+def _zero_invalid(values: np.ndarray, valid: np.ndarray) -> None:
+    """In place: pixels with a NaN or infinite value in any band become invalid, and every band of them 0, so
+    no NaN reaches the network (one NaN spreads through a convolution to its whole tile) or the blending."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        valid &= finite.all(axis=0)
+        values[~finite] = 0
+
+
+def gdal_cause(exc: BaseException) -> str:
+    """GDAL's own message for a rasterio error: rasterio often says only "Read or write failed. See previous
+    exception traceback"; the real cause (a missing VRT source, a short file...) is in the chained exception."""
+    messages = []
+    seen = exc
+    while seen is not None and len(messages) < 4:
+        text = str(seen).strip()
+        if text and "see previous exception" not in text.lower() and text not in messages:
+            messages.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return "; ".join(messages) or type(exc).__name__
 
 
 def _check_bands(bands: list[int], count: int, name: str) -> None:

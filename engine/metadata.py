@@ -39,6 +39,10 @@ class ModelMetadata:
         input_bands: 1-based band numbers of the training rasters fed to the model, in model-channel order.
         band_names: names of those bands (``["red", "green", "blue"]``), for messages and defaults.
         input_scale: raw values are divided by this first (255 for 8-bit data, also for uint16 holding 0-255).
+        normalization: how training brought raw values to 0..1: ``"input_scale"`` (v1 models, the default
+            when the key is absent: divided by ``input_scale``) or ``"value_range"`` (each raster's value range
+            as :func:`engine.normalize.value_range` decides, then ``input_scale`` is 1). The engine maps every
+            raster's value range onto ``0..input_scale`` for both.
         mean, std: per-channel standardisation after scaling (one value per input band).
         tile_size: square tile edge in pixels the model was trained/validated at.
         overlap: default overlap between neighbouring tiles in pixels.
@@ -53,6 +57,7 @@ class ModelMetadata:
     architecture: str
     input_bands: list[int]
     input_scale: float = 255.0
+    normalization: str = "input_scale"
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     classes: list[str] = field(default_factory=lambda: ["other", "cropland"])
@@ -94,6 +99,9 @@ class ModelMetadata:
             raise ModelError(
                 f"{source}: 'cropland_class' {self.cropland_class} is not an index of classes {self.classes}."
             )
+        if self.normalization not in ("input_scale", "value_range"):
+            raise ModelError(f"{source}: 'normalization' must be 'input_scale' or 'value_range', "
+                             f"got {self.normalization!r}.")
         if self.output not in ("probabilities", "logits"):
             raise ModelError(f"{source}: 'output' must be 'probabilities' or 'logits', got {self.output!r}.")
         if self.tile_size < 16 or not 0 <= self.overlap < self.tile_size // 2 + 1:

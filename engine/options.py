@@ -6,15 +6,45 @@ by the CLI, the library API and the QGIS plugin. ``None`` means "take it from th
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .errors import InputError
+from .errors import PARAM, InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "onnx", "torch")
 FUSIONS = ("mean", "vote")
 STRETCHES = ("auto", "none", "percentile")
+# Tiles larger than this hold gigabytes per tile (8192² x 3 bands x 4 bytes is 0.8 GB before the network's own
+# activations); the QGIS dialog has the same limit.
+MAX_TILE = 8192
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, param: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``value`` is a finite number within the given bounds (closed unless
+    ``low_open``/``high_open``); the message starts with ``name``, where :data:`engine.errors.PARAM` stands for
+    the setting ``param`` (shown as ``--tile-size`` on the command line, ``TILE_SIZE`` in QGIS)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        want = " and ".join(x for x in (lo, hi) if x) or "finite"
+        raise InputError(f"{name} must be a number {want}, got {value!r}.", param=param)
 
 
 @dataclass
@@ -24,7 +54,8 @@ class ExtractOptions:
     Attributes:
         bands: 1-based raster band numbers fed to the model, in model-channel order; ``None`` = the model's
             ``input_bands``.
-        tile_size, overlap: tiling in pixels; ``None`` = the model's metadata.
+        tile_size, overlap: tiling in pixels; ``None`` = the model's metadata; at most :data:`MAX_TILE`, and a
+            tile larger than the raster is shrunk to it (:func:`engine.tiling.fit_tile`).
         batch_size: tiles per inference call; ``None`` = automatic (smaller on CPU, halved on GPU out-of-memory).
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"`` or ``"cuda"``.
         backend: ``"auto"`` (by model file type), ``"onnx"`` or ``"torch"``.
@@ -40,7 +71,8 @@ class ExtractOptions:
         pixel_size_m: pixel size in metres, only for rasters without a CRS (e.g. the contest tiles: 2).
         stretch: ``"auto"`` (percentile-stretch the data onto the model's value range only when its range does
             not match, e.g. 16-bit reflectance for an 8-bit model), ``"none"`` or ``"percentile"`` (always).
-        threads: CPU threads for inference; ``None`` = all cores.
+        threads: CPU threads for inference; ``None`` = all cores; more than the cores are capped at their number
+            (:meth:`cpu_threads`), so a typo cannot exhaust the machine's thread limit.
     """
 
     bands: list[int] | None = None
@@ -74,28 +106,37 @@ class ExtractOptions:
             raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}.")
         if self.bands is not None and (not self.bands or any(int(b) < 1 for b in self.bands)):
             raise InputError(f"bands must be 1-based band numbers such as 1,2,3; got {self.bands}.")
-        if self.tile_size is not None and self.tile_size < 32:
-            raise InputError(f"tile size must be at least 32 pixels, got {self.tile_size}.")
-        if self.overlap is not None and self.overlap < 0:
-            raise InputError(f"overlap must be >= 0 pixels, got {self.overlap}.")
+        if self.tile_size is not None:
+            check_number(f"{PARAM} (px)", self.tile_size, 32, MAX_TILE, param="tile_size")
+        if self.overlap is not None:
+            check_number(f"{PARAM} (px)", self.overlap, 0, param="overlap")
         if self.tile_size is not None and self.overlap is not None and self.overlap * 2 > self.tile_size:
             raise InputError(f"overlap {self.overlap} must be at most half the tile size {self.tile_size}.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}.")
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise InputError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
-        for name in ("min_area_m2", "max_hole_m2", "simplify_m"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.opening_px < 0:
-            raise InputError(f"opening_px must be >= 0, got {self.opening_px}.")
-        if self.pixel_size_m is not None and self.pixel_size_m <= 0:
-            raise InputError(f"pixel size must be > 0 metres, got {self.pixel_size_m}.")
+        if self.batch_size is not None:
+            check_number(PARAM, self.batch_size, 1, param="batch_size")
+        if self.threshold is not None:
+            check_number(PARAM, self.threshold, 0.0, 1.0, low_open=True, high_open=True, param="threshold")
+        for name, unit in (("min_area_m2", "m²"), ("max_hole_m2", "m²"), ("simplify_m", "m")):
+            check_number(f"{PARAM} ({unit})", getattr(self, name), 0.0, param=name)
+        check_number(f"{PARAM} (px)", self.opening_px, 0, param="opening_px")
+        if self.pixel_size_m is not None:
+            check_number(f"{PARAM} (m)", self.pixel_size_m, 0.0, low_open=True, param="pixel_size_m")
         if self.stretch not in STRETCHES:
             raise InputError(f"stretch must be one of {', '.join(STRETCHES)}, got {self.stretch!r}.")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be >= 1, got {self.threads}.")
+        if self.threads is not None:
+            check_number(PARAM, self.threads, 1, param="threads")
 
+    def cpu_threads(self, log=None) -> int:
+        """Inference threads: ``threads`` capped at the cores this process may use (all of them when unset);
+        ``log`` is told when the request was capped."""
+        cores = cpu_cores()
+        if self.threads is None:
+            return cores
+        if self.threads > cores:
+            if log is not None:
+                log(f"Threads {self.threads} capped at {cores}, the CPU cores this process may use.")
+            return cores
+        return int(self.threads)
 
 @dataclass
 class OutputPaths:

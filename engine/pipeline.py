@@ -18,41 +18,24 @@ import numpy as np
 from .areas import area_model
 from .context import Callbacks, RunContext, prepare
 from .ensemble import Ensemble, load_ensemble
-from .errors import PARAM, InputError
-from .io import ArraySource, FileSource
+from .errors import InputError
+from .io import ArraySource, FileSource, open_input
 from .options import ExtractOptions, OutputPaths
-from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
+from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders, write_errors
 from .plans import Targets, mask_to_fields, plan_for
 from .report import write_report
 from .result import ExtractionResult, FieldRecord
 from .runtime import StageTimer, bounded_gdal_cache, gdal_cache_bytes
 
 
-def open_source(path: Path, ens: Ensemble, options: ExtractOptions) -> FileSource:
-    """Open the raster ``path`` with the bands the model reads (``options.bands`` or the model's ``input_bands``).
+def open_source(path, ens: Ensemble, options: ExtractOptions) -> FileSource:
+    """Open the raster ``path`` (a file, URL or GDAL virtual path) with the bands the model reads
+    (``options.bands`` or the model's ``input_bands``); see :func:`engine.io.open_input`.
 
     Raises:
         InputError (``param="bands"``): the file cannot be read, or its bands do not fit the model.
     """
-    source = FileSource(path)
-    bands = options.bands or ens.meta.input_bands
-    names = ", ".join(ens.meta.band_names) if ens.meta.band_names else f"{ens.meta.n_bands} bands"
-    try:
-        if len(bands) != ens.meta.n_bands:
-            raise InputError(f"{PARAM} lists {len(bands)} band(s) ({','.join(map(str, bands))}) but the model "
-                             f"{ens.name} takes {ens.meta.n_bands} ({names}).", param="bands")
-        if source.count < max(bands) and not options.bands:
-            example = ",".join(str(min(i, source.count)) for i in range(1, ens.meta.n_bands + 1))
-            raise InputError(
-                f"{path} has {source.count} band(s), but the model {ens.name} needs {ens.meta.n_bands} ({names}), "
-                f"read from band(s) {','.join(map(str, bands))}. Choose this raster's bands with {PARAM} "
-                f"(e.g. {PARAM} {example} only if that is what they hold) or use a model made for this imagery.",
-                param="bands")
-        source.select_bands(bands)
-    except InputError:
-        source.close()
-        raise
-    return source
+    return open_input(path, ens.meta, ens.name, options.bands)
 
 
 def run_file(path: Path, model, outputs: OutputPaths, options: ExtractOptions, progress=None, is_cancelled=None,
@@ -62,7 +45,7 @@ def run_file(path: Path, model, outputs: OutputPaths, options: ExtractOptions, p
     check_outputs(outputs, [path])
     callbacks = Callbacks.of(progress, is_cancelled, log, show_bar)
     ens = load_ensemble(model, options, log)
-    with open_source(Path(path), ens, options) as source, \
+    with open_source(path, ens, options) as source, write_errors(outputs), \
             bounded_gdal_cache(gdal_cache_bytes(source, options.tile_size or ens.tile_size)):
         result, _ = _extract(prepare(source, ens, options, callbacks), outputs, keep_fields, False, start)
     return result
@@ -81,7 +64,7 @@ def run_array(array, model, transform, crs, nodata, valid_mask, outputs: OutputP
         raise InputError(f"The array has {source.count} band(s); the model {ens.name} needs {ens.meta.n_bands} "
                          f"read from band(s) {','.join(map(str, bands))}.", param="bands")
     source.select_bands(bands)
-    with bounded_gdal_cache():
+    with bounded_gdal_cache(), write_errors(outputs):
         result, (prob, mask) = _extract(prepare(source, ens, options, callbacks), outputs, True, True, start)
     return result, prob, mask
 
@@ -141,6 +124,7 @@ def _result(ctx: RunContext, outputs: OutputPaths, start: float) -> ExtractionRe
         cropland_ratio=stats.cropland_ratio, field_count=ctx.field_count, valid_pixels=stats.valid_pixels,
         cropland_pixels=stats.cropland_pixels, fields=ctx.records,
         models=ens.model_names, device=ens.device, stage_seconds=dict(ctx.timer.seconds),
+        normalization=ctx.values_note,
         outputs={kind: str(path) for kind, path in outputs.items()},
     )
     result.seconds = time.perf_counter() - start

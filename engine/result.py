@@ -46,6 +46,7 @@ class ExtractionResult:
         models: names of the models that ran; device: what they ran on, e.g. ``"cpu (onnxruntime)"``.
         seconds: wall time of the run; stage_seconds: wall time per stage.
         outputs: kind -> path of files written.
+        normalization: how raw values were mapped onto the model's range (decided once for the raster).
     """
 
     input: str
@@ -64,6 +65,7 @@ class ExtractionResult:
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    normalization: str = ""
 
     @property
     def valid_area_ha(self) -> float | None:
@@ -92,6 +94,7 @@ class ExtractionResult:
             "field_count": self.field_count,
             "models": self.models,
             "device": self.device,
+            "normalization": self.normalization,
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,

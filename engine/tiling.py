@@ -21,6 +21,18 @@ def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
     return [i * stride for i in range(n)]
 
 
+def fit_tile(tile: int, height: int, width: int, model_tile: int, log=None) -> int:
+    """The tile size (px) to run: ``tile``, or, when it exceeds both the raster and the model's own tile size,
+    the raster's longer side (never below ``model_tile``), so a huge ``--tile-size`` on a small raster does not
+    allocate a huge padded tile. ``log`` is told when the size changed."""
+    fitted = max(model_tile, height, width)
+    if tile <= fitted:
+        return tile
+    if log is not None:
+        log(f"Tile size {tile} px is larger than the raster ({width} x {height} px): using {fitted} px.")
+    return fitted
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """Tiles over a ``height`` x ``width`` raster, in row-major order."""

@@ -61,7 +61,9 @@ def _add_fit(sub) -> None:
                    help="share of training crops drawn from the extra rasters")
     g.add_argument("--bands", type=_int_list, help="1-based bands to read, e.g. 1,2,3 (default: all)")
     g.add_argument("--band-names", type=_str_list, help="names of those bands (default red,green,blue for 3)")
-    g.add_argument("--input-scale", type=float, default=255.0, help="raw values are divided by this first")
+    g.add_argument("--input-scale", type=_scale, default=255.0,
+                   help="raw values are divided by this first; 'auto': each raster's value range (data type, "
+                        "declared NBITS or sampled percentiles) maps onto 0..1, as the engine does for any raster")
     g.add_argument("--ignore-value", type=int, help="label value excluded from loss and metrics")
     g.add_argument("--resolution-m", type=float, help="pixel size in m, stored in the model metadata "
                                                       "(default: from the CRS, if projected)")
@@ -154,6 +156,18 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--metrics", type=Path, help="ensemble_cv.json whose metrics go into ensemble.json")
 
 
+def _scale(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m training``."""
     parser = argparse.ArgumentParser(prog="python -m training",
@@ -204,6 +218,7 @@ def run_fit(args: argparse.Namespace) -> int:
     skip = ("out", "images", "labels")
     cfg = FitConfig(**{k: v for k, v in vars(args).items() if k in known and v is not None and k not in skip},
                     out=str(args.out), mean=mean, std=std, images=str(args.images), labels=str(args.labels))
+    cfg.input_scale = args.input_scale  # None ('auto') is a choice here, not "unset"
     if cfg.resolution_m is None:
         cfg.resolution_m = train[0].resolution_m
     if args.folds:

@@ -131,10 +131,13 @@ def read_label(path: Path, ignore_value: int | None = None) -> np.ndarray:
 
 
 def read_image(path: Path, bands: list[int] | None,
-               input_scale: float) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Read ``bands`` (1-based; ``None`` = all) as (bands, H, W) float32 divided by ``input_scale``.
+               input_scale: float | None) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Read ``bands`` (1-based; ``None`` = all) as (bands, H, W) float32 divided by ``input_scale``, or, when
+    ``input_scale`` is None, mapped onto 0..1 by the raster's value range, decided by the engine's own
+    :func:`engine.normalize.value_range` (so training and inference agree; metadata ``"value_range"``).
 
-    Returns (image, valid (H, W) bool: False where every band equals nodata, resolution in m or ``None``).
+    Returns (image, valid (H, W) bool: False where every band equals nodata or a value is NaN, resolution in m or
+    ``None``).
     """
     import rasterio
 
@@ -146,6 +149,11 @@ def read_image(path: Path, bands: list[int] | None,
                 raise DataError(f"image {path} has {count} band(s); bands {chosen} were asked for (--bands).")
             raw = ds.read(chosen)
             nodata = ds.nodata
+            dtype = ds.dtypes[chosen[0] - 1]
+            try:
+                nbits = int(ds.tags(chosen[0], "IMAGE_STRUCTURE").get("NBITS", 0)) or None
+            except ValueError:
+                nbits = None
             res = None
             if ds.crs is not None and ds.crs.is_projected:
                 res = float(abs(ds.transform.a))
@@ -154,10 +162,23 @@ def read_image(path: Path, bands: list[int] | None,
     valid = np.ones(raw.shape[1:], bool)
     if nodata is not None and not np.isnan(nodata):
         valid = ~np.all(raw == nodata, axis=0)
-    return raw.astype(np.float32) / np.float32(input_scale), valid, res
+    raw = raw.astype(np.float32)
+    finite = np.isfinite(raw)
+    if not finite.all():
+        valid &= finite.all(axis=0)
+        raw[~finite] = 0
+    if input_scale is not None:
+        return raw / np.float32(input_scale), valid, res
+    from engine.normalize import unit_values, value_range
+
+    step = max(1, int(np.sqrt(valid.size / 1_000_000)))  # about a million pixels decide the range
+    sample = raw[:, ::step, ::step][:, valid[::step, ::step]]
+    if sample.size == 0:
+        raise DataError(f"image {path}: every pixel is nodata.")
+    return unit_values(raw, value_range(dtype, sample, nbits)), valid, res
 
 
-def load_pairs(pairs: list[tuple[Path, Path]], bands: list[int] | None = None, input_scale: float = 255.0,
+def load_pairs(pairs: list[tuple[Path, Path]], bands: list[int] | None = None, input_scale: float | None = 255.0,
                ignore_value: int | None = None, min_size: int = 32) -> list[Raster]:
     """Read and check every pair; raises :class:`DataError` naming the first bad file.
 

@@ -191,8 +191,8 @@ def write_ensemble_json(path: str | Path, members: list[str | Path], name: str, 
         metas.append(ModelMetadata.from_onnx_props(props, str(m)))
     for m, meta in zip(members, metas, strict=True):
         ref = metas[0]
-        if (meta.input_bands, meta.input_scale, meta.classes) != (ref.input_bands, ref.input_scale,
-                                                                  ref.classes):
+        if (meta.input_bands, meta.input_scale, meta.normalization, meta.classes) != \
+                (ref.input_bands, ref.input_scale, ref.normalization, ref.classes):
             raise CheckpointError(f"ensemble member {m} reads other bands/scale/classes than {members[0]}.")
     data = {
         "name": name,

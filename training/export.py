@@ -124,7 +124,8 @@ def parity_input(metadata: ModelMetadata, image_path: str | Path | None, size: i
         return rng.normal(size=(1, metadata.n_bands, size, size)).astype(np.float32)
     from .data import read_image
 
-    img, _, _ = read_image(Path(image_path), metadata.input_bands, metadata.input_scale)
+    scale = metadata.input_scale if metadata.normalization == "input_scale" else None
+    img, _, _ = read_image(Path(image_path), metadata.input_bands, scale)
     h, w = img.shape[1:]
     s = min(size, h, w) // 32 * 32
     if s < 32:

@@ -77,7 +77,7 @@ class FitConfig:
     threads: int | None = None
     bands: list[int] | None = None
     band_names: list[str] = field(default_factory=list)
-    input_scale: float = 255.0
+    input_scale: float | None = 255.0  # None: each raster's value range (metadata normalization "value_range")
     ignore_value: int | None = None
     resolution_m: float | None = None
     mean: list[float] | None = None
@@ -151,7 +151,8 @@ def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any],
         output="logits",  # the checkpoint's model returns logits; the ONNX export adds the softmax
         input_bands=bands,
         band_names=names,
-        input_scale=cfg.input_scale,
+        input_scale=cfg.input_scale or 1.0,
+        normalization="input_scale" if cfg.input_scale else "value_range",
         mean=list(cfg.mean),
         std=list(cfg.std),
         tile_size=cfg.tile,
