@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import shlex
 import signal
 import sys
@@ -41,22 +40,6 @@ def _input(text: str):
     from .io import input_path
 
     return input_path(text)
-
-
-def _number(low: float | None = None, high: float | None = None, integer: bool = False):
-    """argparse type: a finite number (int when ``integer``) within [low, high], refused like --threshold nan."""
-    def parse(text: str):
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a{'n integer' if integer else ' number'}, got {text!r}") \
-                from None
-        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-            bounds = " and ".join(x for x in (f">= {low:g}" if low is not None else "",
-                                             f"<= {high:g}" if high is not None else "") if x)
-            raise argparse.ArgumentTypeError(f"must be a finite number{' ' + bounds if bounds else ''}, got {text!r}")
-        return value
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("prediction", type=Path)
     v.add_argument("reference", type=Path)
     v.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
-    v.add_argument("--tolerance", type=_number(0, integer=True), default=2, help="boundary F1 tolerance in pixels")
-    v.add_argument("--iou-threshold", type=_number(0, 1), default=0.5,
+    v.add_argument("--tolerance", type=int, default=2, help="boundary F1 tolerance in pixels")
+    v.add_argument("--iou-threshold", type=float, default=0.5,
                    help="IoU for a predicted field to match a reference (0..1)")
     v.add_argument("--cell-size", type=float, help="grid cell in map units when both are polygon layers "
                    "(default: the longer side of their extent / 2048)")

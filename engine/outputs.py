@@ -197,17 +197,22 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 @contextlib.contextmanager
-def write_errors(outputs: OutputPaths, min_free: int = 1 << 20) -> Iterator[None]:
+def write_errors(outputs: OutputPaths, min_free: int = 64 << 20) -> Iterator[None]:
     """Turn a failed write of an output or temporary file (disk full, I/O error) into one :class:`OutputError`
     naming what could not be written: ``cannot write <file>: no space left on device``.
 
     The failed files are removed by the caller's cleanup; files the user had are untouched (outputs are
-    written under temporary names, see :func:`part_path`). A folder with less than ``min_free`` bytes free
-    after the failure is taken as the full one; the temporary folder (``tempfile.gettempdir()``) is checked too.
+    written under temporary names, see :func:`part_path`). GDAL reports a full disk only as "Write error at
+    scanline n", and the failed files are gone by the time the error arrives here, so a folder (of an output,
+    or the temporary folder ``tempfile.gettempdir()``) that had less than ``min_free`` bytes free before the
+    run or after the failure is taken as the full one.
     """
     import pyogrio.errors
     from rasterio.errors import RasterioError
 
+    places = [(path, path.parent) for _, path in outputs.items()]
+    places.append((Path(tempfile.gettempdir()) / "cropland-*", Path(tempfile.gettempdir())))
+    free_before = [_free_bytes(folder) for _, folder in places]
     try:
         yield
     except CroplandError:
@@ -216,9 +221,10 @@ def write_errors(outputs: OutputPaths, min_free: int = 1 << 20) -> Iterator[None
             pyogrio.errors.FieldError, pyogrio.errors.GeometryError) as exc:
         if not _is_write_failure(exc):
             raise
-        places = [(path, path.parent) for _, path in outputs.items()]
-        places.append((Path(tempfile.gettempdir()) / "cropland-*", Path(tempfile.gettempdir())))
-        full = [path for path, folder in places if (_free_bytes(folder) or min_free) < min_free]
+        free = [min(b if b is not None else min_free, _free_bytes(folder) or min_free)
+                for b, (_, folder) in zip(free_before, places, strict=True)]
+        full = [path for (path, _), f in sorted(zip(places, free, strict=True), key=lambda pf: pf[1])
+                if f < min_free]
         disk_full = bool(full) or (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or \
             "no space" in str(exc).lower() or "disk is full" in str(exc).lower()
         target = full[0] if full else (Path(exc.filename) if isinstance(exc, OSError) and exc.filename else
