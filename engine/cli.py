@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--fusion", choices=("mean", "vote"), help="ensemble fusion (default: the ensemble's)")
     m.add_argument("--tta", action="store_true", help="test-time augmentation: 8 flips/rotations per tile")
     m.add_argument("--stretch", choices=("auto", "none", "percentile"), default="auto",
-                   help="map the data onto the model's value range when it does not match")
+                   help="how values map onto the model's range: auto = the raster's value range (uint8 0..255, "
+                        "declared NBITS, or the usual range its sampled values fit: 0..1, 12-bit, x10000...), "
+                        "one mapping for all bands; percentile = each band's 2-98 %%; none = raw values")
     m.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
     c = e.add_argument_group("post-processing")
     c.add_argument("--threshold", type=float, help="cropland probability threshold (default: model's)")

@@ -69,8 +69,9 @@ class ExtractOptions:
         opening_px: radius (px) of the square morphological opening that removes specks, thin spurs and
             slivers narrower than 2 * radius + 1 px while keeping rectangular field corners; 0 = off.
         pixel_size_m: pixel size in metres, only for rasters without a CRS (e.g. the contest tiles: 2).
-        stretch: ``"auto"`` (percentile-stretch the data onto the model's value range only when its range does
-            not match, e.g. 16-bit reflectance for an 8-bit model), ``"none"`` or ``"percentile"`` (always).
+        stretch: ``"auto"`` (the raster's value range, decided once by :func:`engine.normalize.value_range`
+            and mapped onto the model's range, all bands alike), ``"none"`` (raw values) or ``"percentile"``
+            (each band between its 2 and 98th percentiles).
         threads: CPU threads for inference; ``None`` = all cores; more than the cores are capped at their number
             (:meth:`cpu_threads`), so a typo cannot exhaust the machine's thread limit.
     """
