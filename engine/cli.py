@@ -269,7 +269,7 @@ def _library_warnings(quiet: bool):
         warnings.simplefilter("default")
         warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
         warnings.filterwarnings("ignore", category=NodataShadowWarning)
-        warnings.filterwarnings("ignore", message=".*crs was not provided.*")
+        warnings.filterwarnings("ignore", message=".*'?crs'? was not provided")
         warnings.showwarning = show
         yield
 

@@ -130,6 +130,42 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
                                                "Number of fields"), strict=True):
             self.addOutput(QgsProcessingOutputNumber(name, tr(label)))
 
+    def checkParameterValues(self, parameters, context):
+        """QGIS's checks, then whether the model loads and the raster has its bands: refused here, these print
+        once, like any parameter error (a run-time error prints three times in qgis_process)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok:
+            problem = self._model_and_bands_problem(parameters, context)
+            if problem:
+                return False, problem
+        return ok, message
+
+    def _model_and_bands_problem(self, parameters, context) -> str | None:
+        try:
+            deps.require("runtime")
+            api, errors, io = (deps.import_engine(m) for m in ("api", "errors", "io"))
+            options_module = deps.import_engine("options")
+        except (QgsProcessingException, ImportError):
+            return None  # processAlgorithm says what to install
+        model = self.parameterAsFile(parameters, self.MODEL, context) or None
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if (model and not (os.path.isfile(model) and model.lower().endswith((".onnx", ".json")))) or layer is None:
+            return None  # processAlgorithm's own messages
+        try:
+            bands = adapters.parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except QgsProcessingException as exc:
+            return str(exc)
+        path = adapters.file_source(layer)
+        try:
+            ens = api.load_model(model, options_module.ExtractOptions(device="cpu"))
+            if path is not None:
+                io.open_input(path, ens.meta, ens.name, bands).close()
+        except errors.ModelError as exc:
+            return f"{self.MODEL}: {adapters.plugin_wording(str(exc))}"
+        except errors.CroplandError as exc:
+            return adapters.plugin_wording(str(exc))
+        return None
+
     def processAlgorithm(self, parameters, context, feedback):
         deps.require("runtime")
         api = deps.import_engine("api")

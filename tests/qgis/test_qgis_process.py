@@ -134,3 +134,20 @@ def test_packaged_default_model_runs(installed_profile, data_dir, tmp_path):
     assert 0.0 <= results["CROPLAND_RATIO"] <= 1.0
     info = "\n".join(out["log"]["info"]) if isinstance(out.get("log"), dict) else str(out.get("log"))
     assert "shipped default ensemble" in info and "Models:" in info
+
+
+def test_qgis_process_prints_a_bad_model_or_bands_once(qgis_profile, plugins_dir, tiny_model, data_dir, tmp_path):
+    """A corrupt model and a raster without the model's bands are refused with the parameters, so qgis_process
+    prints the message once (a run-time exception is echoed three times by QGIS itself); nothing is written."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage" * 50)
+    cases = [([f"--INPUT={data_dir / 'rgb_a.tif'}", f"--MODEL={broken}"], "is not a usable ONNX model"),
+             ([f"--INPUT={data_dir / 'grey.tif'}", f"--MODEL={tiny_model}"], "has 1 band(s)")]
+    for args, message in cases:
+        proc = run_qgis_process(["run", "cropland:extractcropland", *args, f"--OUTPUT={tmp_path / 'f.gpkg'}"],
+                                qgis_profile, plugins_dir)
+        assert proc.returncode != 0
+        both = proc.stdout + proc.stderr
+        assert both.count(message) == 1, both[-3000:]
+        assert "Traceback" not in both
+        assert not (tmp_path / "f.gpkg").exists()
