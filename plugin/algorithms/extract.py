@@ -161,9 +161,9 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
             if path is not None:
                 io.open_input(path, ens.meta, ens.name, bands).close()
         except errors.ModelError as exc:
-            return f"{self.MODEL}: {adapters.plugin_wording(str(exc))}"
+            return f"{self.MODEL}: {adapters.plugin_message(exc)}"
         except errors.CroplandError as exc:
-            return adapters.plugin_wording(str(exc))
+            return adapters.plugin_message(exc)
         return None
 
     def processAlgorithm(self, parameters, context, feedback):
