@@ -1,7 +1,10 @@
 """``python -m engine``: extract cropland, compute mask statistics, evaluate predictions, describe models.
 
 Errors the user can fix (bad input, bad model, existing output) print one ``error:`` line and exit with status 2;
-a cancelled run (Ctrl-C) exits with 130 and writes nothing.
+a cancelled run (Ctrl-C) exits with 130, a terminated one (SIGTERM) with 143, and neither leaves a partial file.
+When one of several inputs fails or is interrupted, the message says which inputs were written, and the report
+keeps their rows. Library warnings become one ``warning:`` line each (none with ``--quiet``).
+See docs/BAD_INPUTS.md for what each awkward input gets.
 """
 
 from __future__ import annotations
@@ -182,8 +185,9 @@ def _run_batch(args, plans, model, options, log) -> int:
             with write_errors(OutputPaths(report=args.report, overwrite=True)):
                 write_report(args.report, results, command=command)
             report = f"; the report {args.report} has their {len(results)} row(s)"
-        what = {Terminated: "terminated (SIGTERM)", KeyboardInterrupt: "cancelled"}.get(type(exc), f"error: {exc}")
-        print(f"{what}: {stopped} and the inputs after it wrote nothing; the outputs of {done} were written"
+        what = {Terminated: "terminated (SIGTERM): ", KeyboardInterrupt: "cancelled: "}.get(type(exc),
+                                                                                           f"error: {exc}\n")
+        print(f"{what}{stopped} and the inputs after it wrote nothing; the outputs of {done} were written"
               f"{report}.", file=sys.stderr)
         return {Terminated: 143, KeyboardInterrupt: 130}.get(type(exc), 2)
     if args.report:
