@@ -26,8 +26,8 @@ from ..styles import FIELDS_QML, MASK_QML, PROBABILITY_QML, StylePostProcessor
 from .base import CroplandAlgorithm
 
 DEVICES = [("auto", "Automatic (CUDA GPU when usable, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA GPU")]
-STRETCHES = [("auto", "Automatic (only when the values do not match the model's range)"), ("none", "None"),
-             ("percentile", "Always (2-98 % per band)")]
+STRETCHES = [("auto", "Automatic (the raster's value range, all bands alike)"), ("none", "None (raw values)"),
+             ("percentile", "Per band (2-98 %)")]
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 
@@ -50,8 +50,9 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         "Advanced: tile size and overlap (pixels; empty = the model's), probability threshold (empty = the "
         "model's), minimum field area and maximum hole area to fill (m²), simplification tolerance (m), pixel "
         "size (m, only for rasters without a CRS, e.g. 2 for ZY-3 tiles), test-time augmentation (8 flipped "
-        "and rotated views; slower, smoother) and the value stretch (automatic: 16-bit or reflectance data is "
-        "stretched onto an 8-bit model's range, and the log says so).<br><br>"
+        "and rotated views; slower, smoother) and the value stretch (automatic: the raster's value range, from its "
+        "data type, declared NBITS or sampled values, e.g. 12-bit or reflectance 0-1, is mapped onto the model's, "
+        "all bands alike, and the log says which).<br><br>"
         "Outputs: the field polygons; optionally a cropland mask (1 cropland, 0 other, 255 nodata) and a "
         "probability raster; an HTML report; and the cropland area, valid area (m²), cropland ratio and field "
         "count as numbers for models and batch runs. Layers that are not plain raster files (for example "
