@@ -43,7 +43,7 @@ from bench.common import (
     write_json,
 )
 
-STAGES = ("read", "inference", "blend", "write_raster", "vectorize", "write_vector")
+STAGES = ("read", "inference", "blend", "write_raster", "split", "vectorize", "resample_back", "write_vector")
 
 
 def torch_model_for(model: Path) -> Path:
@@ -85,7 +85,8 @@ def child(args) -> int:
 
     import_s = time.perf_counter() - t0
     options = ExtractOptions(device=args.device, backend=args.backend, threads=args.threads,
-                             batch_size=args.batch_size, tile_size=args.tile_size, overlap=args.overlap)
+                             batch_size=args.batch_size, tile_size=args.tile_size, overlap=args.overlap,
+                             split=args.split, resample=args.resample)
     t1 = time.perf_counter()
     ens = load_model(args.model, options)
     load_s = time.perf_counter() - t1
@@ -106,7 +107,7 @@ def child(args) -> int:
         "pixels": h * w, "tiles": len(grid), "tile": tile, "overlap": overlap, "batch": ens.batch_size,
         "members": len(ens.members), "device": result.device, "fields": result.field_count,
         "cropland_ratio": result.cropland_ratio, "vector_bytes": vector.stat().st_size,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(), "split": result.split, "resampling": result.resampling,
     }
     if not args.keep_output:
         vector.unlink()
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile-size", type=int, default=None, help="tile px (default: the model's)")
     p.add_argument("--overlap", type=int, default=None, help="overlap px (default: the model's)")
     p.add_argument("--out", type=Path, default=RUNS / "speed.json", help="result JSON")
+    p.add_argument("--split", default="auto", choices=("auto", "boundary", "image", "extent", "none"),
+                   help="engine --split (compare 'none' with 'auto' for the split's cost)")
+    p.add_argument("--resample", default="auto", choices=("auto", "off"), help="engine --resample")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     p.add_argument("--keep-output", action="store_true", help="keep the GeoPackages under runs/bench/out")
     add_device_args(p)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "bench.speed", "--child", "--input", str(path), "--model", str(model),
                    "--vector", str(RUNS / "out" / f"speed_{tag}.gpkg"), "--out-json", str(child_json),
                    "--device", args.device, "--backend", args.backend, "--ort-arena", args.ort_arena,
-                   "--ort-spinning", args.ort_spinning]
+                   "--ort-spinning", args.ort_spinning, "--split", args.split, "--resample", args.resample]
             for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size),
                                 ("--tile-size", tile), ("--overlap", overlap)):
                 if value is not None:

@@ -98,6 +98,47 @@ def scores_to_probability(scores: np.ndarray, meta: ModelMetadata) -> np.ndarray
     return scores[:, meta.cropland_class]
 
 
+def named_outputs(outputs: dict[str, np.ndarray], meta: ModelMetadata) -> np.ndarray:
+    """A model's raw outputs (ONNX output name -> array) -> float32 (N, K, H, W), one channel per name of
+    ``meta.channels`` (extent first), as ``meta.outputs`` declares them (see :mod:`engine.metadata`)."""
+    planes = []
+    for name in meta.channels:
+        spec = meta.outputs[name]
+        tensor = spec.get("tensor", name)
+        if tensor not in outputs:
+            if len(outputs) == 1 and "tensor" not in spec:
+                tensor = next(iter(outputs))
+            else:
+                raise ModelError(f"model {meta.name}: its metadata reads output {name!r} from the tensor {tensor!r}, "
+                                 f"but the network's outputs are {', '.join(outputs)}.")
+        scores = np.asarray(outputs[tensor], dtype=np.float32)
+        if scores.ndim == 3:
+            scores = scores[:, None]
+        if scores.ndim != 4:
+            raise ModelError(f"model {meta.name}: output {tensor!r} has shape {scores.shape}; expected (N, C, H, W).")
+        activation = spec.get("activation", "none" if name == "distance" else "probabilities")
+        if activation == "logits":
+            if scores.shape[1] == 1:
+                scores = 1.0 / (1.0 + np.exp(-scores))
+            else:
+                e = np.exp(scores - scores.max(axis=1, keepdims=True))
+                scores = e / e.sum(axis=1, keepdims=True)
+        channels = spec.get("channels")
+        if channels is None:
+            if scores.shape[1] == 1:
+                channels = [0]
+            elif name == "extent":
+                channels = [meta.cropland_class]
+            else:
+                raise ModelError(f"model {meta.name}: output {name!r} reads {scores.shape[1]} channels of "
+                                 f"{tensor!r}; its metadata must say which with 'channels'.")
+        if max(channels) >= scores.shape[1]:
+            raise ModelError(f"model {meta.name}: output {name!r} reads channels {channels} of {tensor!r}, "
+                             f"which has {scores.shape[1]}.")
+        planes.append(scores[:, channels].sum(axis=1))
+    return np.stack(planes, axis=1).astype(np.float32, copy=False)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True when ``exc`` says a (GPU) allocation failed, so a smaller batch may succeed."""
     text = f"{type(exc).__name__} {exc}".lower()
@@ -155,6 +196,8 @@ class OnnxMember:
                       + (f", {opts.intra_op_num_threads} threads)" if self.device == "cpu" else ")"))
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = ModelMetadata.from_onnx_props(props, str(self.path))
+        self.channels = self.meta.channels
+        self._output_names = [o.name for o in self.session.get_outputs()]
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -166,7 +209,11 @@ class OnnxMember:
             )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability."""
+        """float32 (N, C, H, W) normalised tiles -> float32 (N, H, W) cropland probability, or (N, K, H, W) with
+        one channel per name of :attr:`channels` when the model declares named outputs."""
+        if self.meta.outputs:
+            outs = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})
+            return named_outputs(dict(zip(self._output_names, outs, strict=True)), self.meta)
         out = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})[0]
         return scores_to_probability(out, self.meta)
 

@@ -48,16 +48,19 @@ class StripBlender:
 
     Use: for each tile (row-major), :meth:`add` it; after the last tile of a tile row, call :meth:`finish_row`.
     ``emit(row0, probability, valid)`` receives float32 (h, width) probabilities (NaN where invalid) and the bool
-    (h, width) validity of raster rows ``row0 .. row0 + h``.
+    (h, width) validity of raster rows ``row0 .. row0 + h``. With ``channels`` > 1 (a model's extent, boundary,
+    ...), tiles are (channels, tile, tile), every channel is blended alike and ``probability`` is
+    (h, width, channels).
     """
 
-    def __init__(self, grid: TileGrid, emit: EmitFn):
+    def __init__(self, grid: TileGrid, emit: EmitFn, channels: int = 1):
         self.grid = grid
         self.emit = emit
+        self.channels = channels
         t, w = grid.tile, max(grid.width, grid.tile)
-        self._acc = np.zeros((t, w + grid.tile), np.float32)
-        self._wsum = np.zeros_like(self._acc)
-        self._valid = np.zeros(self._acc.shape, bool)
+        self._acc = np.zeros((channels, t, w + grid.tile), np.float32)
+        self._wsum = np.zeros((t, w + grid.tile), np.float32)
+        self._valid = np.zeros(self._wsum.shape, bool)
         self._weights: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
         self._next_row = 0
 
@@ -69,11 +72,12 @@ class StripBlender:
         return self._weights[key]
 
     def add(self, i: int, j: int, prob: np.ndarray, valid: np.ndarray) -> None:
-        """Add the (tile, tile) probabilities and validity of tile (i, j) of the current tile row."""
+        """Add the (tile, tile) probabilities (or (channels, tile, tile)) and validity of tile (i, j) of the
+        current tile row."""
         c = self.grid.col_origins[j]
         t = self.grid.tile
         w = self._window(i, j)
-        self._acc[:, c:c + t] += w * prob
+        self._acc[:, :, c:c + t] += w * prob.reshape(self.channels, t, t)
         self._wsum[:, c:c + t] += w
         self._valid[:, c:c + t] |= valid
 
@@ -85,15 +89,17 @@ class StripBlender:
         end = g.height if last else min(g.row_origins[i + 1], g.height)
         n = end - row0
         if n > 0:
-            acc, wsum = self._acc[:n, :g.width], self._wsum[:n, :g.width]
+            acc, wsum = self._acc[:, :n, :g.width], self._wsum[:n, :g.width]
             valid = self._valid[:n, :g.width].copy()
             with np.errstate(invalid="ignore", divide="ignore"):
                 prob = np.where(valid & (wsum > 0), acc / np.maximum(wsum, 1e-12), np.nan).astype(np.float32)
-            valid &= np.isfinite(prob)
-            self.emit(row0, prob, valid)
+            valid &= np.isfinite(prob[0])
+            self.emit(row0, prob[0] if self.channels == 1 else np.moveaxis(prob, 0, -1), valid)
         if not last:
             shift = g.stride
-            for buf in (self._acc, self._wsum, self._valid):
+            for buf in (self._wsum, self._valid):
                 buf[:-shift] = buf[shift:]
                 buf[-shift:] = 0
+            self._acc[:, :-shift] = self._acc[:, shift:]
+            self._acc[:, -shift:] = 0
         self._next_row = end

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "outlines are held in memory)")
     c.add_argument("--opening", type=int, default=1, help="radius (px) of the morphological opening; 0 = off")
     c.add_argument("--pixel-size", type=float, help="pixel size in metres, for rasters without a CRS")
+    c.add_argument("--split", choices=("auto", "boundary", "image", "extent", "none"), default="auto",
+                   help="split touching fields: on the model's boundary output ('boundary'), on the image's edges "
+                        "and valleys of the cropland probability ('image'), on those valleys only ('extent'); "
+                        "'auto': boundary when the model has that output, else image; 'none': one polygon per "
+                        "connected cropland region")
+    c.add_argument("--resample", choices=("auto", "off"), default="auto",
+                   help="read a raster whose pixel size is outside the model's accepted range resampled to the "
+                        "model's resolution, and map the result back to the raster's grid ('off': never)")
     e.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only the summary lines")
 
     s = sub.add_parser("stats", help="cropland area and ratio of mask rasters (1 = cropland, 0 = other)")
@@ -143,6 +151,7 @@ def _extract(args) -> int:
         device=args.device, backend=args.backend, fp16=args.fp16, threshold=args.threshold, fusion=args.fusion,
         tta=args.tta, min_area_m2=args.min_area, max_hole_m2=args.max_hole, simplify_m=args.simplify,
         opening_px=args.opening, pixel_size_m=args.pixel_size, stretch=args.stretch, threads=args.threads,
+        split=args.split, resample=args.resample,
     )
     several = len(args.inputs) > 1
     plans = [(inp, OutputPaths(vector=output_for(args.output, inp, several), mask=output_for(args.mask, inp, several),
@@ -239,7 +248,8 @@ def _info(args) -> int:
 
     ens = load_model(args.model, ExtractOptions(device="cpu"))
     doc = {"source": ens.source, "name": ens.name, "fusion": ens.fusion, "threshold": ens.threshold,
-           "tile_size": ens.tile_size, "overlap": ens.overlap,
+           "tile_size": ens.tile_size, "overlap": ens.overlap, "outputs": ens.channels,
+           "split": "boundary output" if "boundary" in ens.channels else "image edges and extent valleys",
            "members": [{"file": str(m.path), "weight": w, **m.meta.__dict__}
                        for m, w in zip(ens.members, ens.weights, strict=True)]}
     print(json.dumps(doc, indent=2, default=str))

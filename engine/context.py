@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .areas import AreaCounter, AreaModel, area_model, crs_label
-from .errors import Cancelled, InputError
+from .errors import PARAM, Cancelled, InputError
 from .io import RasterSource, sample_values
 from .normalize import Stretch, choose_stretch
 from .options import ExtractOptions
+from .resample import ResamplePlan, decide
 from .result import FieldRecord
 from .runtime import StageTimer, iter_strips
+from .split import SplitParams, resolve_split
 from .spool import FieldSpool
 from .tiling import TileGrid, fit_tile
 
@@ -104,6 +106,8 @@ class RunContext:
         choice in words, for the log and the report.
         counter: valid and cropland pixels and areas; spool: finished fields; changes: the filters' changes
         ``(polygon_px, 0 = dropped | 1 = filled)``; records: the numbered fields kept in memory.
+        split: how touching fields are split (None: not at all); resample: the model-grid detour (None: none);
+        split_info, resample_info: what they did, for the report.
     """
 
     source: RasterSource
@@ -122,6 +126,10 @@ class RunContext:
     changes: list = field(default_factory=list)
     records: list[FieldRecord] = field(default_factory=list)
     field_count: int = 0
+    split: SplitParams | None = None
+    resample: ResamplePlan | None = None
+    split_info: dict = field(default_factory=lambda: {"method": "none"})
+    resample_info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.counter is None:
@@ -170,16 +178,24 @@ def prepare(source: RasterSource, ensemble, options: ExtractOptions, callbacks: 
     stretch = choose_stretch(sample, meta, options.stretch, source) if sample.shape[1] else None
     values_note = stretch.how if stretch is not None else f"raw values / {meta.input_scale:g} (stretch none)"
     log(f"{Path(source.name).name}: {values_note}.")
-    res = meta.resolution_m
-    if res and area.pixel_size_m and not 0.5 <= area.pixel_size_m / res <= 2.0:
-        log(f"Note: the model was trained at {res:g} m/px and this raster is {area.pixel_size_m:.3g} m/px; "
-            "accuracy may be lower.")
+    try:
+        split = resolve_split(options.split, "boundary" in getattr(ensemble, "channels", ()))
+    except ValueError as exc:
+        raise InputError(str(exc).replace("--split", PARAM), param="split") from None
+    resample, resample_info = decide(source, area.pixel_size_m, ensemble, options.resample, log)
     log(f"Input {source.name}: {source.width} x {source.height} px, bands {source.bands}, {source.dtype}, "
         f"CRS {crs_label(source.crs) or 'none'}; tiles {tiling.tile} px, overlap {tiling.overlap} px, "
         f"batch {tiling.batch_size}, threshold {threshold:g}, fusion {ensemble.fusion}"
         f"{', TTA x8' if options.tta else ''}; device {ensemble.device}.")
+    how = {"boundary": "by the model's boundary output.",
+           "image": "along the image's edges and valleys of the extent probability (--split image).",
+           "extent": "along valleys of the extent probability (--split extent).",
+           None: "not at all (--split none): a field is a connected cropland region."}
+    log(f"Model outputs: {', '.join(getattr(ensemble, 'channels', ['extent']))}; fields split "
+        f"{how[split.method if split else None]}")
     return RunContext(source, ensemble, options, tiling, area, timer, callbacks, threshold=threshold,
-                      stretch=stretch, values_note=values_note)
+                      stretch=stretch, values_note=values_note, split=split, resample=resample,
+                      split_info={"method": split.method if split else "none"}, resample_info=resample_info)
 
 
 def _any_valid(source: RasterSource) -> bool:

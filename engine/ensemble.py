@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import is_out_of_memory, load_member
 from .errors import InputError, ModelError
-from .metadata import ModelMetadata
+from .metadata import CHANNELS, ModelMetadata
 from .normalize import Stretch, normalize
 from .options import FUSIONS, MAX_TILE, ExtractOptions, check_number
 
@@ -77,6 +77,13 @@ class Ensemble:
         return self.members[0].meta
 
     @property
+    def channels(self) -> list[str]:
+        """What :meth:`predict` returns per pixel: ``["extent"]``, or with the members' other named outputs
+        (``"boundary"``, ``"distance"``) after it."""
+        names = {c for m in self.members for c in getattr(m, "channels", ["extent"])}
+        return [c for c in CHANNELS if c in names]
+
+    @property
     def device(self) -> str:
         """What ran the models, e.g. ``"cpu (onnxruntime CPUExecutionProvider, 2 threads)"``."""
         return "; ".join(sorted({m.label for m in self.members}))
@@ -87,7 +94,7 @@ class Ensemble:
         return [f"{m.meta.name} ({Path(m.path).name})" for m in self.members]
 
     def predict(self, raw: np.ndarray, valid: np.ndarray, stretch: Stretch | None = None,
-                tta: bool = False) -> np.ndarray:
+                tta: bool = False, cue: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Fused cropland score for a batch of tiles.
 
         Args:
@@ -95,11 +102,17 @@ class Ensemble:
             valid: bool (N, T, T), False where nodata or outside the raster.
             stretch: optional per-band stretch applied before normalisation.
             tta: average the 8 dihedral views (flips and 90° rotations) for each member.
+            cue: optional function of the first member's input on its 0..1 scale (before mean/std), float32
+                (N, B, T, T) -> (N, T, T), appended as a last channel (the image split's edges).
 
         Returns:
-            float32 (N, T, T) fused score in 0..1 (mean probability, or weighted vote fraction).
+            float32 (N, T, T) fused score in 0..1 (mean probability, or weighted vote fraction); with more
+            :attr:`channels` than the extent, (N, K, T, T): the fused extent first, then each other output
+            averaged (weighted) over the members that have it.
         """
-        total = np.zeros(raw.shape[:1] + raw.shape[2:], np.float32)
+        channels = self.channels
+        total = np.zeros((raw.shape[0], len(channels), *raw.shape[2:]), np.float32)
+        weights = np.zeros(len(channels), np.float32)
         inputs: dict[tuple, np.ndarray] = {}  # members normalised alike share one input
         for member, weight in zip(self.members, self.weights, strict=True):
             key = (tuple(member.meta.mean), tuple(member.meta.std), member.meta.input_scale, member.meta.normalization)
@@ -107,10 +120,22 @@ class Ensemble:
                 inputs[key] = normalize(raw, valid, member.meta, stretch)
             x = inputs[key]
             prob = self._run_views(member, x, tta)
+            if prob.ndim == 3:
+                prob = prob[:, None]
             if self.fusion == "vote":
-                prob = (prob > member.meta.threshold).astype(np.float32)
-            total += np.float32(weight) * prob
-        return total / np.float32(sum(self.weights))
+                prob[:, 0] = (prob[:, 0] > member.meta.threshold).astype(np.float32)
+            for k, name in enumerate(getattr(member, "channels", ["extent"])):
+                c = channels.index(name)
+                total[:, c] += np.float32(weight) * prob[:, k]
+                weights[c] += weight
+        total /= weights[None, :, None, None]
+        if cue is not None:
+            meta = self.members[0].meta
+            x = inputs[(tuple(meta.mean), tuple(meta.std), meta.input_scale, meta.normalization)]
+            std, mean = (np.asarray(v, np.float32)[:, None, None] for v in (meta.std, meta.mean))
+            scaled = x * std + mean
+            total = np.concatenate([total, cue(scaled)[:, None]], axis=1)
+        return total[:, 0] if total.shape[1] == 1 else total
 
     def release_memory(self) -> None:
         """Free the members' cached working memory (call after the last batch; the next call reallocates)."""
@@ -120,10 +145,10 @@ class Ensemble:
     def _run_views(self, member, x: np.ndarray, tta: bool) -> np.ndarray:
         if not tta:
             return self._run_batched(member, x)
-        acc = np.zeros(x.shape[:1] + x.shape[2:], np.float32)
+        acc = 0
         for k in range(8):
-            acc += undihedral(self._run_batched(member, np.ascontiguousarray(dihedral(x, k))), k)
-        return acc / 8
+            acc = acc + undihedral(self._run_batched(member, np.ascontiguousarray(dihedral(x, k))), k)
+        return (acc / 8).astype(np.float32)
 
     def _run_batched(self, member, x: np.ndarray) -> np.ndarray:
         """Run ``member`` over ``x`` in chunks, halving the chunk after a GPU out-of-memory error."""

@@ -21,7 +21,7 @@ CLI_NAMES = {
     "tta": "--tta", "min_area_m2": "--min-area", "max_hole_m2": "--max-hole", "simplify_m": "--simplify",
     "opening_px": "--opening", "pixel_size_m": "--pixel-size", "stretch": "--stretch", "threads": "--threads",
     "model": "--model", "overwrite": "--overwrite", "cell_size": "--cell-size", "tolerance_px": "--tolerance",
-    "iou_threshold": "--iou-threshold",
+    "iou_threshold": "--iou-threshold", "split": "--split", "resample": "--resample",
 }
 
 

@@ -36,17 +36,20 @@ class FieldBuilder:
         self.counter, self.mask_writer, self.hole_has_nodata = counter, mask_writer, hole_has_nodata
         self.timer = timer or (lambda _name: nullcontext())
         self.changes: list = []  # (polygon_px, 0 = dropped | 1 = filled), for a corrected mask
+        self.traced = 0  # fields traced, before the filters
         self._held: list[Field] = []
         self._vec = StripVectorizer(width)
 
-    def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
+    def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None,
+                 split=None) -> None:
+        """Take a strip; ``split``: its :class:`engine.split.SplitStrip` when fields are split, else None."""
         if self.counter is not None:
             self.counter.add_cropland(row0, mask.astype(bool))
         if self.mask_writer is not None:
             with self.timer("write_raster"):
                 self.mask_writer.write(row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
         with self.timer("vectorize"):
-            self._vec.add(row0, mask, prob)
+            self._vec.add(row0, mask, prob, split)
             self._take(self._vec.pop_finished())
 
     def finish(self) -> list:
@@ -62,6 +65,7 @@ class FieldBuilder:
         return self.changes
 
     def _take(self, fields: list[Field]) -> None:
+        self.traced += len(fields)
         for f in fields:
             kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
                                         self.hole_has_nodata)
@@ -77,4 +81,4 @@ class FieldBuilder:
         geom = to_map(poly_px, self.transform)
         a, p = self.area.polygon_area_perimeter(geom)
         x0, y0 = field.polygon.bounds[:2]
-        self.spool.add(geom, a, p, field.mean_probability, y0, x0)
+        self.spool.add(geom, a, p, field.mean_probability, y0, x0, field.mean_boundary)

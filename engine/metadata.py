@@ -12,6 +12,20 @@ Normalisation applied by the engine to a raw pixel value ``v`` of input band ``b
 
 The model returns per-class scores of shape (N, C, H, W); ``output`` says whether they are ``"probabilities"``
 (softmax already applied) or ``"logits"``. Class ``cropland_class`` is cropland.
+
+Output contract (v2 models): ``outputs`` may name what the network's outputs mean, by key::
+
+    "outputs": {"extent":   {"tensor": "extent"},                 # cropland probability (required)
+                "boundary": {"tensor": "boundary"},               # probability of lying on a field edge
+                "distance": {"tensor": "distance", "activation": "none"}}   # optional: distance to the edge
+
+Each entry reads the ONNX output named ``tensor`` (default: the key; a model with one output may omit it), of
+shape (N, C, H, W) or (N, H, W); ``activation`` is ``"probabilities"`` (default for extent and boundary),
+``"logits"`` (softmax over C, or a sigmoid when C = 1) or ``"none"`` (default for distance); ``channels`` lists
+the channels summed after it (default: the only one, or ``cropland_class`` for the extent). A three-class model
+(background, interior, boundary) is thus ``{"extent": {"tensor": "logits", "activation": "logits",
+"channels": [1, 2]}, "boundary": {"tensor": "logits", "activation": "logits", "channels": [2]}}``.
+A model without ``outputs`` (v1) has only the extent, read as ``output``/``cropland_class`` say.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from .errors import ModelError
 
 METADATA_KEY = "cropland_extractor"
 SCHEMA_VERSION = 1
+CHANNELS = ("extent", "boundary", "distance")  # named outputs, in the order the engine stacks them
+ACTIVATIONS = ("probabilities", "logits", "none")
 
 
 @dataclass
@@ -47,9 +63,12 @@ class ModelMetadata:
         tile_size: square tile edge in pixels the model was trained/validated at.
         overlap: default overlap between neighbouring tiles in pixels.
         resolution_m: ground sampling distance (m/px) of the training data.
+        resolution_range_m: [min, max] pixel size (m) the model accepts as it is; a raster outside is read
+            resampled to ``resolution_m`` (:mod:`engine.resample`). None = half to twice ``resolution_m``.
         threshold: default probability threshold for cropland.
         training_data: free text or list describing the training rasters.
         metrics: validation metrics, e.g. ``{"iou": 0.83, "f1": 0.9}``.
+        outputs: named outputs (see the module docstring); empty = extent only (v1).
         extra: anything else (training arguments, versions).
     """
 
@@ -67,14 +86,21 @@ class ModelMetadata:
     tile_size: int = 512
     overlap: int = 64
     resolution_m: float | None = None
+    resolution_range_m: list[float] | None = None
     threshold: float = 0.5
     training_data: Any = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def channels(self) -> list[str]:
+        """Names of the model's outputs in engine order: ``["extent"]`` for v1, e.g. ``["extent", "boundary"]``."""
+        return [c for c in CHANNELS if c in self.outputs] if self.outputs else ["extent"]
 
     @property
     def n_bands(self) -> int:
@@ -111,6 +137,32 @@ class ModelMetadata:
             )
         if not 0.0 < self.threshold < 1.0:
             raise ModelError(f"{source}: 'threshold' must lie in (0, 1), got {self.threshold}.")
+        self._validate_outputs(source)
+        if self.resolution_range_m is not None:
+            rng = self.resolution_range_m
+            if (not self.resolution_m or len(rng) != 2 or not 0 < float(rng[0]) <= self.resolution_m <= float(rng[1])):
+                raise ModelError(f"{source}: 'resolution_range_m' must be [min, max] metres around 'resolution_m' "
+                                 f"({self.resolution_m}), got {rng}.")
+
+    def _validate_outputs(self, source: str) -> None:
+        if not self.outputs:
+            return
+        if not isinstance(self.outputs, dict) or "extent" not in self.outputs:
+            raise ModelError(f"{source}: 'outputs' must be an object naming at least the 'extent' output, "
+                             f"got {self.outputs!r}.")
+        for name, spec in self.outputs.items():
+            if name not in CHANNELS:
+                raise ModelError(f"{source}: output {name!r} is not one of {', '.join(CHANNELS)}.")
+            if not isinstance(spec, dict):
+                raise ModelError(f"{source}: output {name!r} must be an object such as {{\"tensor\": \"{name}\"}}.")
+            if spec.get("activation", "probabilities") not in ACTIVATIONS:
+                raise ModelError(f"{source}: output {name!r}: 'activation' must be one of {', '.join(ACTIVATIONS)}, "
+                                 f"got {spec.get('activation')!r}.")
+            channels = spec.get("channels")
+            if channels is not None and (not isinstance(channels, list) or not channels
+                                         or any(not isinstance(c, int) or c < 0 for c in channels)):
+                raise ModelError(f"{source}: output {name!r}: 'channels' must be a non-empty list of channel "
+                                 f"indices, got {channels!r}.")
 
     def to_json(self) -> str:
         """Serialise to the JSON string stored under :data:`METADATA_KEY`."""

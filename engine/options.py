@@ -45,6 +45,8 @@ def check_number(name: str, value, low: float | None = None, high: float | None 
         hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
         want = " and ".join(x for x in (lo, hi) if x) or "finite"
         raise InputError(f"{name} must be a number {want}, got {value!r}.", param=param)
+SPLITS = ("auto", "boundary", "image", "extent", "none")
+RESAMPLES = ("auto", "off")
 
 
 @dataclass
@@ -74,6 +76,13 @@ class ExtractOptions:
             (each band between its 2 and 98th percentiles).
         threads: CPU threads for inference; ``None`` = all cores; more than the cores are capped at their number
             (:meth:`cpu_threads`), so a typo cannot exhaust the machine's thread limit.
+        split: how touching fields are split (:mod:`engine.split`): ``"auto"`` (on the model's boundary output
+            when it has one, else ``"image"``), ``"boundary"``, ``"image"`` (edges of the image and valleys of the
+            extent probability), ``"extent"`` (valleys of the extent probability only) or ``"none"`` (a field is
+            a 4-connected cropland region, as before).
+        resample: ``"auto"``: a raster whose pixel size lies outside the model's accepted range is read
+            resampled to the model's resolution and the prediction mapped back (:mod:`engine.resample`);
+            ``"off"``: never.
     """
 
     bands: list[int] | None = None
@@ -93,6 +102,8 @@ class ExtractOptions:
     pixel_size_m: float | None = None
     stretch: str = "auto"
     threads: int | None = None
+    split: str = "auto"
+    resample: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,6 +137,11 @@ class ExtractOptions:
             raise InputError(f"stretch must be one of {', '.join(STRETCHES)}, got {self.stretch!r}.")
         if self.threads is not None:
             check_number(PARAM, self.threads, 1, param="threads")
+        if self.split not in SPLITS:
+            raise InputError(f"{PARAM} must be one of {', '.join(SPLITS)}, got {self.split!r}.", param="split")
+        if self.resample not in RESAMPLES:
+            raise InputError(f"{PARAM} must be one of {', '.join(RESAMPLES)}, got {self.resample!r}.",
+                             param="resample")
 
     def cpu_threads(self, log=None) -> int:
         """Inference threads: ``threads`` capped at the cores this process may use (all of them when unset);

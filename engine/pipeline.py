@@ -125,9 +125,14 @@ def _result(ctx: RunContext, outputs: OutputPaths, start: float) -> ExtractionRe
         cropland_pixels=stats.cropland_pixels, fields=ctx.records,
         models=ens.model_names, device=ens.device, stage_seconds=dict(ctx.timer.seconds),
         normalization=ctx.values_note,
-        outputs={kind: str(path) for kind, path in outputs.items()},
+        outputs={kind: str(path) for kind, path in outputs.items()}, split=dict(ctx.split_info),
+        resampling=dict(ctx.resample_info),
     )
     result.seconds = time.perf_counter() - start
+    info = ctx.split_info
+    if "regions" in info:
+        ctx.callbacks.log(f"Split: {info['regions']} connected cropland region(s) -> {info['fields_traced']} "
+                          f"field(s) ({info['cut_pixels']} px cut, grown back).")
     return result
 
 

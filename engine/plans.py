@@ -12,6 +12,9 @@ the stages.
   (uint8 when only the fields' means need it) and the raw thresholded mask to temporary rasters; pass 2 streams them
   back through the opening into filtered fields, counting and writing the opened mask; pass 3, only when a field
   was dropped or a hole filled, burns those changes in, recounting and rewriting the mask.
+* Either inference plan reads through the model's grid when the source is resampled (:class:`ResampledInfer`,
+  :mod:`engine.resample`), and splits touching fields as ``ctx.split`` says (:mod:`engine.split`; in ``filtered``
+  the split's cue goes through a temporary raster too).
 * ``mask``: no inference; an existing 0/1/255 mask raster into fields (:func:`engine.pipeline.fields_from_mask`).
 """
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .context import RunContext
+from .split import cue_name
 from .stages import (
     BurnChanges,
     CountValid,
@@ -31,6 +35,7 @@ from .stages import (
     RasterRows,
     ReleaseMemory,
     RequireValid,
+    ResampledInfer,
     VectorizeMask,
     WriteFields,
 )
@@ -62,6 +67,12 @@ class Plan:
             stage.run(ctx)
 
 
+def _infer(ctx: RunContext, sinks: list):
+    """Pass 1 on the source's grid, or through the model's grid when the source is resampled (:mod:`engine.resample`);
+    either way its sinks get rows of the source's grid."""
+    return ResampledInfer(sinks) if ctx.resample is not None else Infer(sinks)
+
+
 def one_pass(ctx: RunContext, targets: Targets) -> Plan:
     """Inference straight into fields, counts and the final mask (see the module docstring)."""
     sinks = [CountValid(ctx)]
@@ -69,7 +80,7 @@ def one_pass(ctx: RunContext, targets: Targets) -> Plan:
         sinks.append(RasterRows(ctx, targets.probability, "probability"))
     fields = FieldStream(ctx, targets.mask)
     sinks.append(fields)
-    return Plan("one-pass", [Infer(sinks), RequireValid(), ReleaseMemory(), FinishFields(fields),
+    return Plan("one-pass", [_infer(ctx, sinks), RequireValid(), ReleaseMemory(), FinishFields(fields),
                              WriteFields(targets.vector, targets.keep_fields)])
 
 
@@ -83,8 +94,12 @@ def filtered(ctx: RunContext, targets: Targets) -> Plan:
         prob = ctx.workdir / "probability_u8.tif"
         sinks = [CountValid(ctx), RasterRows(ctx, prob, "probability_u8")]
     sinks.append(RasterRows(ctx, raw, "raw_mask"))
-    return Plan("filtered", [Infer(sinks), RequireValid(), ReleaseMemory(),
-                             VectorizeMask(raw, prob, targets.mask), BurnChanges(raw, targets.mask),
+    cue = None
+    if cue_name(ctx.split) is not None:  # the split's cue goes through a temporary raster too
+        cue = ctx.workdir / "cue_u8.tif"
+        sinks.append(RasterRows(ctx, cue, "cue_u8"))
+    return Plan("filtered", [_infer(ctx, sinks), RequireValid(), ReleaseMemory(),
+                             VectorizeMask(raw, prob, targets.mask, cue_path=cue), BurnChanges(raw, targets.mask),
                              WriteFields(targets.vector, targets.keep_fields)])
 
 

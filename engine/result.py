@@ -15,6 +15,8 @@ class FieldRecord:
         geometry: shapely Polygon in the raster's CRS (pixel coordinates when the raster has no CRS).
         area_m2, perimeter_m: in square metres / metres (geodesic for geographic CRSs).
         mean_probability: mean fused cropland probability of the field's pixels, 0..1.
+        mean_boundary: mean boundary probability along the field's outline (its pixels next to another field or
+            to non-cropland), 0..1; None when the model has no boundary output.
     """
 
     id: int
@@ -22,6 +24,7 @@ class FieldRecord:
     area_m2: float | None
     perimeter_m: float | None
     mean_probability: float
+    mean_boundary: float | None = None
 
     @property
     def area_ha(self) -> float | None:
@@ -47,6 +50,11 @@ class ExtractionResult:
         seconds: wall time of the run; stage_seconds: wall time per stage.
         outputs: kind -> path of files written.
         normalization: how raw values were mapped onto the model's range (decided once for the raster).
+        split: how fields were split: ``{"method": "boundary" | "extent" | "none", "cut_pixels", "regions"
+            (4-connected cropland regions), "fields_traced" (fields before the area filters),
+            "fields_added_by_split"}``.
+        resampling: whether the raster was read resampled to the model's resolution: ``{"resampled", "native_m",
+            "model_m", "accepted_m", "mode", and when resampled "model_grid", "read", "back"}``.
     """
 
     input: str
@@ -66,6 +74,8 @@ class ExtractionResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     normalization: str = ""
+    split: dict[str, Any] = field(default_factory=dict)
+    resampling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid_area_ha(self) -> float | None:
@@ -98,6 +108,8 @@ class ExtractionResult:
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,
+            "split": self.split,
+            "resampling": self.resampling,
         }
 
     def summary(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-_HEAD = struct.Struct("<Iddd")  # WKB length, area_m2, perimeter_m, mean probability (NaN = unknown)
+_HEAD = struct.Struct("<Idddd")  # WKB length, area_m2, perimeter_m, mean probability, mean boundary (NaN = unknown)
 
 
 class FieldSpool:
@@ -32,9 +32,10 @@ class FieldSpool:
         return len(self._offsets)
 
     def add(self, geometry, area_m2: float | None, perimeter_m: float | None, mean_probability: float,
-            row: float, col: float) -> None:
+            row: float, col: float, mean_boundary: float | None = None) -> None:
         """Store one field: shapely ``geometry`` (map coordinates), its area (m²) and perimeter (m) or None, its
-        mean probability (0..1); ``row``/``col`` (pixels) order the output (top, then left edge of its box)."""
+        mean probability (0..1); ``row``/``col`` (pixels) order the output (top, then left edge of its box);
+        ``mean_boundary``: mean boundary probability of its outline (0..1) or None."""
         import shapely
 
         wkb = shapely.to_wkb(geometry)
@@ -43,11 +44,13 @@ class FieldSpool:
         self._cols.append(col)
         nan = float("nan")
         self._file.write(_HEAD.pack(len(wkb), nan if area_m2 is None else area_m2,
-                                    nan if perimeter_m is None else perimeter_m, mean_probability))
+                                    nan if perimeter_m is None else perimeter_m, mean_probability,
+                                    nan if mean_boundary is None else mean_boundary))
         self._file.write(wkb)
 
-    def records(self) -> Iterator[tuple[object, float | None, float | None, float]]:
-        """(geometry, area_m2, perimeter_m, mean_probability) of every field, top-to-bottom, left-to-right."""
+    def records(self) -> Iterator[tuple[object, float | None, float | None, float, float | None]]:
+        """(geometry, area_m2, perimeter_m, mean_probability, mean_boundary) of every field, top-to-bottom,
+        left-to-right."""
         import shapely
 
         order = np.lexsort((np.arange(len(self)), np.frombuffer(self._cols, dtype=np.float64),
@@ -55,9 +58,9 @@ class FieldSpool:
         self._file.flush()
         for k in order.tolist():
             self._file.seek(self._offsets[k])
-            n, a, p, prob = _HEAD.unpack(self._file.read(_HEAD.size))
+            n, a, p, prob, edge = _HEAD.unpack(self._file.read(_HEAD.size))
             geom = shapely.from_wkb(self._file.read(n))
-            yield geom, None if a != a else a, None if p != p else p, prob
+            yield geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge
 
     def close(self) -> None:
         """Close and delete the file."""

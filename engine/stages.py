@@ -25,8 +25,10 @@ from .errors import InputError
 from .fields import FieldBuilder
 from .io import Window
 from .mask_stream import MASK_NODATA, MaskStream
+from .resample import ModelGridSpool, WarpedSource
 from .result import FieldRecord
 from .runtime import STRIP_ROWS, iter_strips, release_heap
+from .split import cue_name, field_stage, image_edges
 from .writers import FieldWriter, RowWriter, raster_profile
 
 PROB_NODATA = -1.0
@@ -84,17 +86,18 @@ class CountValid:
 
 class RasterRows:
     """Writes one raster of pass 1's rows on the source's grid: ``kind`` ``"probability"`` (float32, nodata -1),
-    ``"probability_u8"`` (uint8 p x 254, nodata 255) or ``"raw_mask"`` (the thresholded mask, uint8 1/0/255)."""
+    ``"probability_u8"`` (uint8 p x 254, nodata 255), ``"raw_mask"`` (the thresholded mask, uint8 1/0/255) or
+    ``"cue_u8"`` (the split's cue, :func:`engine.split.cue_name`, uint8 p x 254)."""
 
     KINDS: ClassVar[dict[str, tuple[str, float]]] = {
         "probability": ("float32", PROB_NODATA), "probability_u8": ("uint8", MASK_NODATA),
-        "raw_mask": ("uint8", MASK_NODATA)}
+        "raw_mask": ("uint8", MASK_NODATA), "cue_u8": ("uint8", MASK_NODATA)}
 
     def __init__(self, ctx: RunContext, path: Path, kind: str):
         import rasterio
 
         dtype, nodata = self.KINDS[kind]
-        self.kind, self.timer = kind, ctx.timer
+        self.kind, self.timer, self.cue = kind, ctx.timer, cue_name(ctx.split)
         self._ds = rasterio.open(path, "w", **raster_profile(ctx.source), dtype=dtype, nodata=nodata)
         self._writer = RowWriter(self._ds)
 
@@ -102,8 +105,9 @@ class RasterRows:
         valid = band.valid
         if self.kind == "probability":
             rows = np.where(valid, band.prob, PROB_NODATA).astype(np.float32)
-        elif self.kind == "probability_u8":
-            rows = np.where(valid, np.rint(band.prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8)
+        elif self.kind in ("probability_u8", "cue_u8"):
+            p = band.prob if self.kind == "probability_u8" else band.extras[self.cue]
+            rows = np.where(valid, np.rint(np.nan_to_num(p) * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8)
         else:
             rows = np.where(valid, band.mask, MASK_NODATA).astype(np.uint8)
         with self.timer("write_raster"):
@@ -124,20 +128,27 @@ class FieldStream:
         self.mask = _mask_file(ctx, mask_path)
         writer = self.mask.__enter__()
         src = ctx.source
+        self.ctx, self.cue = ctx, cue_name(ctx.split)
         self.builder = FieldBuilder(src.width, src.height, src.transform, ctx.area, ctx.options, ctx.spool,
                                     ctx.counter, writer, timer=ctx.timer)
-        self.stream = MaskStream(ctx.options.opening_px, self.builder)
+        self.split = field_stage(ctx.split, self.builder, timer=ctx.timer)  # splits touching fields, or not
+        self.stream = MaskStream(ctx.options.opening_px, self.split)
 
     def __call__(self, band: Band) -> None:
-        self.stream.push(band.row0, band.mask.astype(np.uint8), band.valid, band.prob)
+        prob = band.prob if self.cue is None else np.stack([band.prob, band.extras[self.cue]], axis=-1)
+        self.stream.push(band.row0, band.mask.astype(np.uint8), band.valid, prob)
 
     def close(self) -> None:
         self.stream.close()
+        with self.ctx.timer("vectorize"):
+            self.split.close()
 
     def finish(self) -> list:
         """The last fields (simplified when asked); closes the mask file; returns the filters' changes."""
         try:
-            return self.builder.finish()
+            changes = self.builder.finish()
+            split_summary(self.ctx, self.split, self.builder)
+            return changes
         finally:
             self.mask.__exit__(None, None, None)
 
@@ -174,16 +185,24 @@ class Infer:
             reads = [source.read(Window(r, c, tile, tile)) for _, _, r, c in batch]
             return np.stack([v for v, _ in reads]), np.stack([m for _, m in reads])
 
-        def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        names = list(getattr(ens, "channels", ["extent"]))  # what predict returns per pixel
+        cue = None
+        if cue_name(ctx.split) == "image_edges":
+            names.append("image_edges")
+
+            def cue(scaled: np.ndarray) -> np.ndarray:
+                with timer("split"):
+                    return image_edges(scaled, ctx.split)
+
+        def emit(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
             if row0 < keep_from:
                 return
-            band = Band(row0, prob, valid, (prob > ctx.threshold) & valid)
             for sink in self.sinks:
-                sink(band)
+                sink(band_of(row0, probs, valid, names, ctx.threshold))
 
         with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
-            blender = StripBlender(grid, emit)
+            blender = StripBlender(grid, self.emit_to(ctx, emit, len(names)), len(names))
             future = pool.submit(read_batch, batches[0])
             done = 0
             for k in range(len(batches)):
@@ -193,7 +212,8 @@ class Infer:
                 if k + 1 < len(batches):
                     future = pool.submit(read_batch, batches[k + 1])
                 with timer("inference"):
-                    prob = ens.predict(raw, valid, ctx.stretch, ctx.options.tta)
+                    prob = (ens.predict(raw, valid, ctx.stretch, ctx.options.tta, cue) if cue is not None else
+                            ens.predict(raw, valid, ctx.stretch, ctx.options.tta))
                 with timer("blend"):
                     for (i, j, _, _), p, v in zip(batches[k], prob, valid, strict=True):
                         blender.add(i, j, p, v)
@@ -202,8 +222,56 @@ class Infer:
                 done += len(batches[k])
                 bar.update(len(batches[k]))
                 cb.progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
+            self.finish_blending(ctx, emit)
             for sink in self.sinks:
                 sink.close()
+
+    def emit_to(self, ctx: RunContext, emit, channels: int):
+        """Where the blender's rows go (a resampled run sends them to the model-grid spool instead)."""
+        return emit
+
+    def finish_blending(self, ctx: RunContext, emit) -> None:
+        """After the last tile (a resampled run maps its rows back to the native grid here)."""
+
+
+def band_of(row0: int, probs: np.ndarray, valid: np.ndarray, names: list[str], threshold: float) -> Band:
+    """A :class:`Band` from blended rows: ``probs`` (n, w), or (n, w, k) for the channels ``names`` (extent
+    first; the others become ``extras``)."""
+    prob = probs[..., 0] if probs.ndim == 3 else probs
+    extras = {name: probs[..., k] for k, name in enumerate(names) if k} if probs.ndim == 3 else {}
+    return Band(row0, prob, valid, (prob > threshold) & valid, extras)
+
+
+@dataclass
+class ResampledInfer(Infer):
+    """Pass 1 on the model's grid (:mod:`engine.resample`): tiles read through a warped VRT at the model's
+    resolution, inferred and blended there, the blended channels spooled to a temporary raster, then read back
+    onto the source's grid strip by strip and handed to the sinks as :class:`Infer` would hand them."""
+
+    _native: object = None
+    _spool: ModelGridSpool | None = None
+
+    def run(self, ctx: RunContext) -> None:
+        import dataclasses
+
+        self._native = ctx.source
+        with WarpedSource(ctx.source, ctx.resample) as warped:
+            Infer.run(self, dataclasses.replace(ctx, source=warped))
+
+    def emit_to(self, ctx: RunContext, emit, channels: int):
+        self._spool = ModelGridSpool(ctx.workdir / "model_grid.tif", ctx.resample, self._native.crs, channels)
+        return self._spool.emit
+
+    def finish_blending(self, ctx: RunContext, emit) -> None:
+        self._spool.close()
+        strips = self._spool.native_strips(self._native, STRIP_ROWS)
+        while True:
+            ctx.callbacks.check_cancel()
+            with ctx.timer("resample_back"):
+                item = next(strips, None)
+            if item is None:
+                break
+            emit(*item)
 
 
 class RequireValid:
@@ -241,7 +309,8 @@ class VectorizeMask:
 
     ``prob_path``: the probability raster (float32, or uint8 = p x 254) for the fields' means, or None.
     ``holes_may_hold_nodata``: None = whether pass 1 counted any nodata (then a hole is filled only when it holds
-    none).
+    none). Fields are split as ``ctx.split`` says, on the cue raster ``cue_path`` (uint8 p x 254) when the split
+    needs one.
     """
 
     raw_path: Path
@@ -249,6 +318,7 @@ class VectorizeMask:
     mask_path: Path | None = None
     count: bool = True
     holes_may_hold_nodata: bool | None = None
+    cue_path: Path | None = None
 
     def run(self, ctx: RunContext) -> None:
         import rasterio
@@ -260,6 +330,7 @@ class VectorizeMask:
         nodata = self.holes_may_hold_nodata if self.holes_may_hold_nodata is not None else ctx.has_nodata
         with rasterio.open(self.raw_path) as raw_ds, \
                 (rasterio.open(self.prob_path) if self.prob_path else contextlib.nullcontext()) as prob_ds, \
+                (rasterio.open(self.cue_path) if self.cue_path else contextlib.nullcontext()) as cue_ds, \
                 _mask_file(ctx, self.mask_path) as writer:
 
             def hole_has_nodata(hole) -> bool:
@@ -272,9 +343,10 @@ class VectorizeMask:
             builder = FieldBuilder(source.width, source.height, source.transform, ctx.area, ctx.options, ctx.spool,
                                    ctx.counter if self.count else None, writer,
                                    hole_has_nodata if nodata else None, timer)
-            stream = MaskStream(ctx.options.opening_px, builder)
+            split = field_stage(ctx.split if self.count else None, builder, timer=timer)
+            stream = MaskStream(ctx.options.opening_px, split)
             n = -(-source.height // STRIP_ROWS)
-            strips = raw_strips(raw_ds, prob_ds)
+            strips = raw_strips(raw_ds, prob_ds, cue_ds)
             for s in range(n):
                 cb.check_cancel()
                 with timer("read"):
@@ -282,7 +354,9 @@ class VectorizeMask:
                 stream.push(row0, mask, valid, prob)
                 cb.progress(0.85 + 0.1 * (s + 1) / n, "vectorising")
             stream.close()
+            split.close()
             ctx.changes = builder.finish()
+            split_summary(ctx, split, builder)
         release_heap()
 
 
@@ -350,9 +424,11 @@ class WriteFields:
             ctx.field_count = len(ctx.spool)
             if self.vector_path is None and not self.keep:
                 return
-            writer = FieldWriter(self.vector_path, ctx.source.crs) if self.vector_path is not None else None
-            for k, (geom, a, p, prob) in enumerate(ctx.spool.records(), start=1):
-                record = FieldRecord(k, geom, a, p, prob)
+            boundary = "boundary" in getattr(ctx.ensemble, "channels", ())
+            writer = (FieldWriter(self.vector_path, ctx.source.crs, boundary=boundary)
+                      if self.vector_path is not None else None)
+            for k, (geom, a, p, prob, edge) in enumerate(ctx.spool.records(), start=1):
+                record = FieldRecord(k, geom, a, p, prob, edge)
                 if writer is not None:
                     writer.add(record)
                 if self.keep:
@@ -377,9 +453,16 @@ def _mask_file(ctx: RunContext, mask_path: Path | None):
         writer.close()
 
 
-def raw_strips(raw_ds, prob_ds=None):
+def split_summary(ctx: RunContext, stage, builder: FieldBuilder) -> None:
+    """Fill ``ctx.split_info`` from the split stage and the builder that took its fields."""
+    if stage.regions is not None:
+        ctx.split_info.update(cut_pixels=stage.cut_pixels, regions=stage.regions, fields_traced=builder.traced,
+                              fields_added_by_split=builder.traced - stage.regions)
+
+
+def raw_strips(raw_ds, prob_ds=None, cue_ds=None):
     """Strips of a raw mask raster (1 = cropland, 255 = nodata) -> (row0, mask uint8 0/1, valid bool, prob
-    float32 or None)."""
+    float32 (n, w) or None; (n, w, 2) with the split's cue when ``cue_ds`` is given)."""
     from rasterio.windows import Window as RioWindow
 
     w = raw_ds.width
@@ -388,5 +471,8 @@ def raw_strips(raw_ds, prob_ds=None):
         prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
         if prob is not None and prob.dtype == np.uint8:
             prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
+        if prob is not None and cue_ds is not None:
+            cue = cue_ds.read(1, window=RioWindow(0, row0, w, n)).astype(np.float32) / np.float32(PROB_SCALE_U8)
+            prob = np.stack([prob, cue], axis=-1)
         yield row0, (raw == 1).astype(np.uint8), raw != MASK_NODATA, prob
 

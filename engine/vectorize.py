@@ -27,16 +27,27 @@ from .areas import AreaModel
 
 @dataclass
 class Field:
-    """One field in pixel coordinates: ``polygon`` (shapely), ``prob_sum``/``pixels`` of its component."""
+    """One field in pixel coordinates: ``polygon`` (shapely), ``prob_sum``/``pixels`` of its component, and when
+    the model has a boundary output, ``edge_sum``/``edge_pixels``: its boundary probability summed over the
+    pixels of its outline (``edge_sum`` None without a boundary output)."""
 
     polygon: object
     prob_sum: float
     pixels: int
+    edge_sum: float | None = None
+    edge_pixels: int = 0
 
     @property
     def mean_probability(self) -> float:
         """Mean fused probability over the component's pixels."""
         return self.prob_sum / self.pixels if self.pixels else 0.0
+
+    @property
+    def mean_boundary(self) -> float | None:
+        """Mean boundary probability over the pixels of the field's outline (None without a boundary output)."""
+        if self.edge_sum is None:
+            return None
+        return self.edge_sum / self.edge_pixels if self.edge_pixels else 0.0
 
 
 class _UnionFind:
@@ -244,18 +255,37 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
     return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
 
 
+def union_fragments(fragments: list[tuple[np.ndarray, np.ndarray]]):
+    """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that touch
+    along any edges -> one shapely Polygon (the largest part, should they not be connected)."""
+    import shapely
+
+    merged = shapely.union_all([_polygon(points, sizes) for points, sizes in fragments])
+    if merged.geom_type == "MultiPolygon":
+        merged = max(merged.geoms, key=lambda g: g.area)
+    rings = [np.asarray(r.coords) for r in (merged.exterior, *merged.interiors)]
+    return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
+
+
 @dataclass
 class _Fragment:
     points: np.ndarray  # closed integer rings (n, 2) int32, shell first, concatenated
     sizes: np.ndarray  # vertices per ring
     prob_sum: float
     pixels: int
+    edge_sum: float | None = None
+    edge_pixels: int = 0
+    strip: int = 0  # index of the strip it was traced in
 
 
 class StripVectorizer:
     """Feed consecutive strips of a mask with :meth:`add`; take the fields that are complete with
     :meth:`pop_finished` after each strip (so that only fields still open at the last row are held), and the
-    rest with :meth:`fields` at the end."""
+    rest with :meth:`fields` at the end.
+
+    Given the links of a split (:class:`engine.split.SplitStrip`), a field is a connected component of the links
+    instead of the mask: where two cropland pixels are not linked, their fields' polygons share that edge.
+    """
 
     def __init__(self, width: int):
         self.width = width
@@ -264,6 +294,7 @@ class StripVectorizer:
         self._uf = _UnionFind()
         self._next_id = 1
         self._last_row: np.ndarray | None = None
+        self._last_down: np.ndarray | None = None  # links of the last row to the next strip (split only)
         self._next_row0 = 0
 
     @property
@@ -271,10 +302,11 @@ class StripVectorizer:
         """Vertices of the fragments held now (fields not yet finished)."""
         return sum(len(f.points) for f in self._fragments.values())
 
-    def add(self, row0: int, mask: np.ndarray, prob: np.ndarray | None = None) -> None:
+    def add(self, row0: int, mask: np.ndarray, prob: np.ndarray | None = None, split=None) -> None:
         """Add rows ``row0 .. row0 + h`` of the mask: bool/uint8 (h, width), nonzero = cropland.
 
         ``prob`` (h, width) float32 (NaN allowed outside the mask) feeds each field's mean probability.
+        ``split``: the :class:`engine.split.SplitStrip` of these rows, or None (fields = 4-connected regions).
         Strips must come in order, without gaps.
         """
         import cv2
@@ -288,13 +320,21 @@ class StripVectorizer:
             self._seams.append(float(row0))
         self._next_row0 = row0 + h
         binary = (np.asarray(mask) > 0).astype(np.uint8)
-        n, labels = cv2.connectedComponents(binary, connectivity=4, ltype=cv2.CV_32S)
+        if split is None:
+            n, labels = cv2.connectedComponents(binary, connectivity=4, ltype=cv2.CV_32S)
+        else:
+            n, labels = _link_components(binary, split.right, split.down)
         on = binary.astype(bool)
         inside = labels[on]
         counts = np.bincount(inside, minlength=n)
         sums = (np.bincount(inside, weights=np.nan_to_num(prob[on], nan=0.0), minlength=n)
                 if prob is not None else np.zeros(n))
         del inside
+        edge_sums = edge_counts = None
+        if split is not None and split.boundary is not None:
+            ring = split.edge & on
+            edge_counts = np.bincount(labels[ring], minlength=n)
+            edge_sums = np.bincount(labels[ring], weights=np.nan_to_num(split.boundary[ring], nan=0.0), minlength=n)
         offset = self._next_id - 1
         if n > 1:
             for geom, value in shapes(labels, mask=on, connectivity=4,
@@ -303,14 +343,22 @@ class StripVectorizer:
                 rings = geom["coordinates"]
                 points = np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32)
                 sizes = np.array([len(r) for r in rings], dtype=np.int32)
-                self._fragments[offset + label] = _Fragment(points, sizes, float(sums[label]), int(counts[label]))
+                frag = _Fragment(points, sizes, float(sums[label]), int(counts[label]), strip=len(self._seams))
+                if edge_sums is not None:
+                    frag.edge_sum, frag.edge_pixels = float(edge_sums[label]), int(edge_counts[label])
+                self._fragments[offset + label] = frag
         if self._last_row is not None and n > 1:
             above, below = self._last_row, labels[0]
             touching = (above > 0) & (below > 0)
+            if self._last_down is not None:
+                touching &= self._last_down
             for a, b in set(zip(above[touching].tolist(), (below[touching] + offset).tolist(), strict=True)):
                 self._uf.union(a, b)
         last = labels[-1].copy()
         last[last > 0] += offset
+        if split is not None:
+            last[~split.down[-1]] = 0  # a field not linked to the next row is finished
+            self._last_down = split.down[-1].copy()
         self._last_row = last
         self._next_id += max(n - 1, 0)
 
@@ -334,9 +382,16 @@ class StripVectorizer:
                 self._uf.parent.pop(g, None)
             if len(frags) == 1:
                 poly = _polygon(frags[0].points, frags[0].sizes)
+            elif len({f.strip for f in frags}) < len(frags):
+                # split fields only: two fragments of one strip, joined by links in a later strip, may touch
+                # along any edge (they were cut apart, and grown back into one field elsewhere), not only along
+                # seams, so the seam stitcher does not apply; GEOS's overlay union (exact on pixel corners) does.
+                poly = union_fragments([(f.points, f.sizes) for f in frags])
             else:
                 poly = merge_fragments([(f.points, f.sizes) for f in frags], seams)
-            out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags)))
+            edge = None if frags[0].edge_sum is None else sum(f.edge_sum for f in frags)
+            out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags), edge,
+                             sum(f.edge_pixels for f in frags)))
         out.sort(key=lambda f: (f.polygon.bounds[1], f.polygon.bounds[0]))
         return out
 
@@ -344,6 +399,23 @@ class StripVectorizer:
         """Every field not taken yet by :meth:`pop_finished`, fragments merged across strip seams, ordered
         top-to-bottom, left-to-right."""
         return self.pop_finished(everything=True)
+
+
+def _link_components(binary: np.ndarray, right: np.ndarray, down: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of the link graph of a strip: (number of labels incl. 0, int32 (h, w) labels, 0 off
+    the mask). Pixels sit at even positions of a (2h, 2w) image, links between them at odd ones, so OpenCV's
+    4-connected labelling (hundreds of Mpx/s) does the work instead of a Python union-find."""
+    import cv2
+
+    h, w = binary.shape
+    big = np.zeros((2 * h, 2 * w), np.uint8)
+    big[0::2, 0::2] = binary
+    big[0::2, 1::2] = right
+    big[1:-1:2, 0::2] = down[:-1]
+    n, labels = cv2.connectedComponents(big, connectivity=4, ltype=cv2.CV_32S)
+    labels = np.ascontiguousarray(labels[0::2, 0::2])
+    labels[binary == 0] = 0
+    return n, labels
 
 
 def to_map(geom, transform):
@@ -400,7 +472,7 @@ def filter_field(field: Field, model: AreaModel, min_area_m2: float, max_hole_m2
             poly = shapely.Polygon(poly.exterior, keep_rings)
     if min_area_m2 > 0 and field_area_m2(shapely.Polygon(poly.exterior), model) < min_area_m2:
         return None, [(field.polygon, 0)]
-    return Field(poly, field.prob_sum, field.pixels), filled
+    return Field(poly, field.prob_sum, field.pixels, field.edge_sum, field.edge_pixels), filled
 
 
 def simplify_fields(polygons: list, tolerance_px: float, width: int, height: int) -> list:

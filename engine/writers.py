@@ -62,14 +62,16 @@ class FieldWriter:
     no more than ``chunk_vertices`` vertices are held for writing at a time.
 
     Attributes: id (int), area_m2, area_ha, perimeter_m (``perim_m`` in Shapefiles, whose names are limited to 10
-    characters) and mean_prob (float; areas NULL when unknown). The driver follows the extension (GeoPackage,
+    characters), mean_prob (float; areas NULL when unknown) and, with ``boundary``, edge_conf (mean boundary
+    probability along the outline). The driver follows the extension (GeoPackage,
     GeoJSON, Shapefile, FlatGeobuf); the layer is named after the file. GDAL's GeoJSON driver reorders features
     when appending, so GeoJSON is written in one piece, holding every record until :meth:`close`.
     """
 
-    def __init__(self, path: Path, crs, chunk_vertices: int = 1_000_000):
+    def __init__(self, path: Path, crs, chunk_vertices: int = 1_000_000, boundary: bool = False):
         self.path = Path(path)
         self.crs = crs
+        self.boundary = boundary  # write edge_conf (the mean boundary probability of the outline)
         self.driver = vector_driver(self.path)
         self.chunk_vertices = chunk_vertices if self.driver != "GeoJSON" else float("inf")
         self._chunk: list = []
@@ -108,6 +110,9 @@ class FieldWriter:
             column(r.perimeter_m for r in records),
             column(round(r.mean_probability, 6) for r in records),
         ]
+        if self.boundary:
+            fields.append("edge_conf")
+            data.append(column(None if r.mean_boundary is None else round(r.mean_boundary, 6) for r in records))
         geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
         layer = self.path.stem.lstrip(".").split(".part-")[0]
         gpkg = self.driver == "GPKG"

@@ -75,6 +75,47 @@ def green_threshold_onnx(path: Path, bands: int = 3, tile_size: int = 64, overla
     return path
 
 
+def edge_model_onnx(path: Path, tile_size: int = 64, overlap: int = 16, three_class: bool = False) -> Path:
+    """A tiny deterministic ONNX 'model' with named outputs (the v2 contract): ``extent`` = sigmoid(20 ·
+    (green/255 − 0.5)) and ``boundary`` = sigmoid(20 · (red/255 − 0.5)), so a scene paints its field edges red.
+
+    With ``three_class``, one ``logits`` output of (background, interior, boundary) scores instead, read through
+    ``channels`` (extent = interior + boundary)."""
+    import torch
+
+    from engine.metadata import ModelMetadata
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            extent = 20.0 * (x[:, 1:2] - 0.5)
+            edge = 20.0 * (x[:, 0:1] - 0.5)
+            if three_class:
+                # softmax of (0, e + ln(1 - s(b)), e + ln s(b)): P(interior or boundary) = s(e), P(boundary) ~ s(b)
+                b = torch.sigmoid(edge)
+                return torch.cat([torch.zeros_like(extent), extent + torch.log1p(-b + 1e-6),
+                                  extent + torch.log(b + 1e-6)], dim=1)
+            return torch.sigmoid(extent), torch.sigmoid(edge)
+
+    names = ["logits"] if three_class else ["extent", "boundary"]
+    axes = {"image": {0: "n", 2: "h", 3: "w"}, **{n: {0: "n", 2: "h", 3: "w"} for n in names}}
+    torch.onnx.export(Net().eval(), torch.zeros(1, 3, tile_size, tile_size), str(path), input_names=["image"],
+                      output_names=names, opset_version=17, dynamo=False, dynamic_axes=axes)
+    import onnx
+
+    model = onnx.load(str(path))
+    outputs = ({"extent": {"tensor": "logits", "activation": "logits", "channels": [1, 2]},
+                "boundary": {"tensor": "logits", "activation": "logits", "channels": [2]}} if three_class else
+               {"extent": {"tensor": "extent"}, "boundary": {"tensor": "boundary"}})
+    meta = ModelMetadata(name="green_red_edges", architecture="test:edges", input_bands=[1, 2, 3],
+                         band_names=["red", "green", "blue"], mean=[0.0] * 3, std=[1.0] * 3, tile_size=tile_size,
+                         overlap=overlap, resolution_m=2.0, outputs=outputs)
+    for key, value in meta.to_onnx_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
 def field_scene(height: int = 200, width: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic RGB uint8 scene and its truth: 6 rectangular fields (green) separated by 1-2 px roads (grey),
     one with a 6x6 hole. Returns (image (3, H, W) uint8, truth (H, W) uint8 with 1 = field)."""

@@ -52,6 +52,10 @@ class TorchMember:
         except (CheckpointError, RuntimeError, KeyError, ValueError) as exc:
             raise ModelError(f"{self.path} is not a usable training checkpoint: {exc}") from exc
         self.meta = ModelMetadata.from_dict(ckpt["metadata"], str(self.path))
+        if self.meta.outputs:
+            raise ModelError(f"{self.path}: a checkpoint with named outputs ({', '.join(self.meta.channels)}) runs "
+                             "through its ONNX export (python -m training export); use the .onnx file.")
+        self.channels = ["extent"]
         self.model = model.eval().to(self.device)
         self.fp16 = self.device == "cuda" and fp16 is not False
         gpu = f", {torch.cuda.get_device_name(0)}" if self.device == "cuda" else ""

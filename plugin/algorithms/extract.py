@@ -28,6 +28,12 @@ from .base import CroplandAlgorithm
 DEVICES = [("auto", "Automatic (CUDA GPU when usable, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA GPU")]
 STRETCHES = [("auto", "Automatic (the raster's value range, all bands alike)"), ("none", "None (raw values)"),
              ("percentile", "Per band (2-98 %)")]
+SPLITS = [("auto", "Automatic (the model's boundary output when it has one, else image edges)"),
+          ("boundary", "On the model's boundary output"),
+          ("image", "On image edges and dips of the cropland probability"),
+          ("extent", "On dips of the cropland probability only"),
+          ("none", "Do not split (one polygon per connected cropland area)")]
+RESAMPLES = [("auto", "Automatic (when the pixel size is outside the model's accepted range)"), ("off", "Never")]
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 
@@ -52,7 +58,11 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         "size (m, only for rasters without a CRS, e.g. 2 for ZY-3 tiles), test-time augmentation (8 flipped "
         "and rotated views; slower, smoother) and the value stretch (automatic: the raster's value range, from its "
         "data type, declared NBITS or sampled values, e.g. 12-bit or reflectance 0-1, is mapped onto the model's, "
-        "all bands alike, and the log says which).<br><br>"
+        "all bands alike, and the log says which). Field splitting: touching fields are cut "
+        "apart along field edges (the model's boundary output, or edges in the image) so that each becomes its "
+        "own polygon, sharing its edge with its neighbour. Resampling: a raster whose pixel size is outside what "
+        "the model accepts is read at the model's resolution and the result mapped back to the raster's grid."
+        "<br><br>"
         "Outputs: the field polygons; optionally a cropland mask (1 cropland, 0 other, 255 nodata) and a "
         "probability raster; an HTML report; and the cropland area, valid area (m²), cropland ratio and field "
         "count as numbers for models and batch runs. Layers that are not plain raster files (for example "
@@ -74,6 +84,8 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
     PIXEL_SIZE = "PIXEL_SIZE"
     TTA = "TTA"
     STRETCH = "STRETCH"
+    SPLIT = "SPLIT"
+    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     OUTPUT_MASK = "OUTPUT_MASK"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
@@ -111,6 +123,10 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
             QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (8 views; slower)"), False),
             QgsProcessingParameterEnum(self.STRETCH, tr("Stretch values onto the model's range"),
                                        [tr(label) for _, label in STRETCHES], defaultValue=0),
+            QgsProcessingParameterEnum(self.SPLIT, tr("Split touching fields"),
+                                       [tr(label) for _, label in SPLITS], defaultValue=0),
+            QgsProcessingParameterEnum(self.RESAMPLE, tr("Resample to the model's resolution"),
+                                       [tr(label) for _, label in RESAMPLES], defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -197,6 +213,8 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
             "pixel_size_m": adapters.optional_number(self, parameters, self.PIXEL_SIZE, context) or None,
             "tta": self.parameterAsBool(parameters, self.TTA, context),
             "stretch": STRETCHES[self.parameterAsEnum(parameters, self.STRETCH, context)][0],
+            "split": SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)][0],
+            "resample": RESAMPLES[self.parameterAsEnum(parameters, self.RESAMPLE, context)][0],
         }
         with adapters.engine_errors(errors):
             options = options_module.ExtractOptions(**settings)

@@ -562,8 +562,11 @@ def test_row02_linear_rescales_of_the_shipped_sample_agree():
             with rasterio.open(path, "w", **{**profile, "dtype": dtype, "predictor": 1}) as ds:
                 ds.write(data.astype(dtype))
             logs: list[str] = []
-            results[name] = extract(path, model, options=ExtractOptions(device="cpu"), log=logs.append,
-                                    keep_fields=False)
+            # The sample as it is read (5 m, not resampled to the models' 2 m) and fields as connected regions:
+            # the default split's image-edge threshold and the resampled reads move a few small fields between
+            # rounded copies (177 vs 181, 18 vs 21); both are tested on their own (test_engine_split/_resample).
+            options = ExtractOptions(device="cpu", split="none", resample="off")
+            results[name] = extract(path, model, options=options, log=logs.append, keep_fields=False)
             assert want in results[name].normalization
             assert any(want in line for line in logs)
     finally:

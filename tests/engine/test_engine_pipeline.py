@@ -237,7 +237,8 @@ def test_one_pass_and_filtered_passes_make_the_same_mask(tmp_path, green_model, 
     results = []
     for name, min_area in (("one", 0.0), ("filtered", 1e-6)):
         out = OutputPaths(vector=tmp_path / f"{name}.gpkg", mask=tmp_path / f"{name}.tif")
-        results.append(extract(path, green_model, out, ExtractOptions(opening_px=opening, min_area_m2=min_area)))
+        results.append(extract(path, green_model, out, ExtractOptions(opening_px=opening, min_area_m2=min_area,
+                                                                      split="none")))
         with rasterio.open(out.mask) as ds:
             np.testing.assert_array_equal(ds.read(1), expected)
     one, filtered = results

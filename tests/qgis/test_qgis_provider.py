@@ -42,11 +42,11 @@ def test_extract_parameters_and_outputs(provider):
     alg = QgsApplication.processingRegistry().algorithmById("cropland:extractcropland")
     params = {p.name(): p for p in alg.parameterDefinitions()}
     assert set(params) == {"INPUT", "BANDS", "MODEL", "DEVICE", "TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA",
-                           "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA", "STRETCH", "OUTPUT", "OUTPUT_MASK",
-                           "OUTPUT_PROBABILITY", "OUTPUT_HTML"}
+                           "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA", "STRETCH", "SPLIT", "RESAMPLE", "OUTPUT",
+                           "OUTPUT_MASK", "OUTPUT_PROBABILITY", "OUTPUT_HTML"}
     advanced = {n for n, p in params.items() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
     assert advanced == {"TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA", "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA",
-                        "STRETCH"}
+                        "STRETCH", "SPLIT", "RESAMPLE"}
     assert params["DEVICE"].options()[1:] == ["CPU", "CUDA GPU"]
     assert params["OUTPUT_MASK"].flags() & QgsProcessingParameterDefinition.FlagOptional
     outputs = {o.name(): o.type() for o in alg.outputDefinitions()}
@@ -67,6 +67,13 @@ def test_parameter_defaults_match_the_engine(provider):
     for name, attribute in (("MIN_AREA", "min_area_m2"), ("MAX_HOLE", "max_hole_m2"), ("SIMPLIFY", "simplify_m"),
                             ("TTA", "tta"), ("TILE_SIZE", "tile_size"), ("THRESHOLD", "threshold")):
         assert alg.parameterDefinition(name).defaultValue() == getattr(defaults, attribute), name
+    from cropland_extractor.engine.options import RESAMPLES, SPLITS
+    from cropland_extractor.plugin.algorithms import extract
+
+    for name, choices, attribute, engine_choices in (("SPLIT", extract.SPLITS, "split", SPLITS),
+                                                     ("RESAMPLE", extract.RESAMPLES, "resample", RESAMPLES)):
+        assert choices[alg.parameterDefinition(name).defaultValue()][0] == getattr(defaults, attribute), name
+        assert [value for value, _ in choices] == list(engine_choices), name
 
 
 def test_other_algorithms_outputs(provider):

@@ -1,0 +1,356 @@
+"""Splitting touching fields: a cropland mask cut along field edges, then grown back, streamed strip by strip.
+
+A connected cropland region often holds several fields that touch along a track or a change of crop. The split
+turns the region into fields that tile it exactly (a coverage: no gap, no overlap, the sum of the field areas is
+the cropland area), in three steps:
+
+1. **Cut.** A cropland pixel is *cut* where a field edge runs through it:
+
+   * ``boundary`` (models with a ``boundary`` output): where the boundary probability exceeds
+     ``boundary_threshold``;
+   * ``extent`` (any model): where the pixel lies in a narrow valley of the extent probability, i.e. where the
+     probability's morphological closing over a ``(2 r + 1)²`` square (``valley_px = r``) exceeds it by more than
+     ``valley_depth`` (a black top-hat): two fields joined by a thin, less certain neck separate, a uniformly
+     certain field does not;
+   * ``image`` (the default for models without a boundary output): the ``extent`` cut, and also where the image
+     itself has an edge: the gradient magnitude of the Gaussian-smoothed (σ = ``edge_sigma`` px) bands, on the
+     model's 0..1 value scale, strongest band, above ``edge_gradient`` (:func:`image_edges`, computed per tile
+     and blended like a model output). The v1 models were trained for extent only and barely mark the tracks
+     and crop changes between fields (a dip of ~0.05 in the shipped sample); the image shows them.
+
+2. **Seeds.** The uncut cropland, opened with a ``(2 s + 1)²`` square (``seed_opening_px = s``) so that slivers
+   and bridges narrower than 2 s + 1 px between two fields (thin necks) do not join them.
+3. **Grow back.** Every cropland pixel that is not a seed joins the seed at the smallest 4-connected distance
+   through cropland, up to ``grow_px`` steps (a seeded watershed on the distance, which is an exact breadth-first
+   flood): it links to its neighbour one step nearer, the first of up, left, right, down (fixed order, so the
+   result does not depend on labels or strip layout). Cropland beyond ``grow_px`` from every seed (a narrow
+   strip of pure edge) stays a field of its own.
+
+The result is expressed as *links* between 4-neighbouring cropland pixels (two seeds that touch, a grown pixel
+and its parent, two unreached pixels that touch): a field is a connected component of the link graph, and
+:class:`engine.vectorize.StripVectorizer` traces each component as one polygon, so a field boundary between two
+cropland pixels is an edge that both polygons share. Every step looks at most ``halo`` rows away, so
+:class:`FieldSplitter` streams: it holds ``halo`` rows of context on each side of the strip it hands on and gives
+exactly the links a whole-raster computation would, whatever the strip height (tests/engine/test_engine_split.py).
+
+Written with OpenCV morphology rather than scikit-image's watershed, which needs the whole region (so the whole
+raster) in memory and has no bounded, label-free formulation that could stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SPLITS = ("auto", "boundary", "image", "extent", "none")
+_FAR = np.int16(32000)
+# Parent direction codes of a grown pixel: which neighbour is one step nearer a seed.
+UP, LEFT, RIGHT, DOWN = 1, 2, 3, 4
+
+
+@dataclass
+class SplitParams:
+    """How fields are split (pixels of the model's grid).
+
+    Attributes:
+        method: ``"boundary"``, ``"image"`` or ``"extent"`` (see the module docstring).
+        boundary_threshold: boundary probability above which a cropland pixel is cut (``boundary``).
+        valley_px: radius r of the closing that finds valleys narrower than 2 r + 1 px (``extent``, ``image``).
+        valley_depth: how far (0..1) the probability must dip below its closing to cut (``extent``, ``image``).
+        edge_sigma: Gaussian smoothing (px) of the image before its gradient (``image``).
+        edge_gradient: gradient magnitude (model value range 0..1 per px) above which the image has an edge.
+        seed_opening_px: radius of the opening of the seeds (0 = none).
+        grow_px: how far (4-connected steps) a cut pixel may be from a seed to join it.
+    """
+
+    method: str = "image"
+    boundary_threshold: float = 0.5
+    valley_px: int = 3
+    valley_depth: float = 0.12
+    edge_sigma: float = 1.0
+    edge_gradient: float = 0.035
+    seed_opening_px: int = 3
+    grow_px: int = 12
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether the split needs the :func:`image_edges` channel."""
+        return self.method == "image"
+
+    @property
+    def context(self) -> int:
+        """Rows of context each output row needs for its seeds (cut + opening)."""
+        cut = 2 * self.valley_px if self.method in ("extent", "image") else 0
+        return cut + 2 * self.seed_opening_px
+
+    @property
+    def halo(self) -> int:
+        """Rows of context a strip needs on each side for exact links (one more row for the links down)."""
+        return self.context + self.grow_px + 1
+
+
+def resolve_split(split: str, has_boundary: bool) -> SplitParams | None:
+    """``--split`` value and whether the model has a boundary output -> the parameters, or None for no split.
+
+    ``auto``: the boundary output when the model has one, else ``image``.
+    Raises ValueError for ``boundary`` without a boundary output (the caller turns it into an InputError).
+    """
+    if split == "none":
+        return None
+    if split == "boundary" and not has_boundary:
+        raise ValueError("--split boundary needs a model with a 'boundary' output; this model has only 'extent' "
+                         "(use --split auto, image or extent).")
+    if split == "auto":
+        split = "boundary" if has_boundary else "image"
+    return SplitParams(method=split)
+
+
+def cue_name(params: SplitParams | None) -> str | None:
+    """The extra per-pixel channel the split cuts on: ``"boundary"`` (the model's output), ``"image_edges"``
+    (:func:`image_edges`), or None (``extent`` split, or no split)."""
+    if params is None or params.method == "extent":
+        return None
+    return "boundary" if params.method == "boundary" else "image_edges"
+
+
+def image_edges(scaled: np.ndarray, params: SplitParams) -> np.ndarray:
+    """Edge cue of image tiles for the ``image`` split.
+
+    Args:
+        scaled: float32 (N, B, T, T) pixel values on the model's 0..1 scale (before its mean/std).
+
+    Returns:
+        float32 (N, T, T) in 0..1: the strongest band's gradient magnitude after Gaussian smoothing, divided by
+        twice ``params.edge_gradient`` and clipped, so 0.5 is the edge threshold.
+    """
+    import cv2
+
+    out = np.zeros((scaled.shape[0], *scaled.shape[2:]), np.float32)
+    for n in range(scaled.shape[0]):
+        for band in scaled[n]:
+            smooth = cv2.GaussianBlur(np.ascontiguousarray(band, dtype=np.float32), (0, 0), params.edge_sigma)
+            gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+            gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+            np.maximum(out[n], cv2.magnitude(gx, gy) / np.float32(8), out=out[n])  # Sobel's 3x3 sums weigh 8
+    return np.clip(out / np.float32(2 * params.edge_gradient), 0, 1)
+
+
+@dataclass
+class SplitStrip:
+    """What the split adds to a strip of the mask (all (h, w), rows ``row0 ..`` of the raster).
+
+    Attributes:
+        right: bool, pixel (y, x) and (y, x + 1) belong to one field (both cropland).
+        down: bool, pixel (y, x) and (y + 1, x) belong to one field; the last row's refer to the next strip.
+        edge: bool, cropland pixel on its field's outline (a 4-neighbour outside the field, raster edge excepted).
+        boundary: float32 boundary probability, or None when the model has no boundary output.
+    """
+
+    right: np.ndarray
+    down: np.ndarray
+    edge: np.ndarray
+    boundary: np.ndarray | None
+
+
+def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: SplitParams
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Links of a window of rows (see the module docstring).
+
+    Args:
+        mask: uint8 (h, w), 1 = cropland.
+        prob: float32 (h, w) extent probability (NaN where invalid).
+        cue: float32 (h, w) boundary probability (``boundary``) or :func:`image_edges` (``image``); None for
+            ``extent``.
+
+    Returns:
+        (right bool (h, w), down bool (h, w) with the last row False, edge bool (h, w), cut bool (h, w));
+        exact for rows at least ``params.halo - 1`` rows from a window edge that is not the raster's.
+    """
+    import cv2
+
+    m = mask.astype(bool)
+    h, w = m.shape
+    # Probabilities are read on the uint8 grid of the temporary rasters (p x 254), so that a run that reads them
+    # back (with --min-area / --max-hole) splits exactly as one that takes them straight from inference.
+    if params.method in ("boundary", "image"):
+        if cue is None:
+            raise ValueError(f"the {params.method} split needs its second channel")
+        threshold = params.boundary_threshold if params.method == "boundary" else 0.5
+        cut = m & (_quantize(cue) > threshold)
+    else:
+        cut = np.zeros_like(m)
+    if params.method in ("extent", "image"):
+        r = params.valley_px
+        p = _quantize(prob)
+        closed = cv2.morphologyEx(p, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1,) * 2))
+        cut |= m & (closed - p > params.valley_depth)
+    seeds = (m & ~cut).astype(np.uint8)
+    if params.seed_opening_px:
+        s = params.seed_opening_px
+        seeds = cv2.morphologyEx(seeds, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * s + 1,) * 2))
+    dist = np.where(seeds > 0, np.int16(0), _FAR)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    front = seeds
+    for step in range(1, params.grow_px + 1):
+        grown = cv2.dilate(front, cross).astype(bool) & m & (dist == _FAR)
+        if not grown.any():
+            break
+        dist[grown] = step
+        front = grown.astype(np.uint8)
+    # neighbours' distances (the far value outside the window: no parent there)
+    pad = np.pad(dist, 1, constant_values=_FAR)
+    up, down_d = pad[:-2, 1:-1], pad[2:, 1:-1]
+    left, right_d = pad[1:-1, :-2], pad[1:-1, 2:]
+    grown = m & (dist > 0) & (dist < _FAR)
+    parent = np.zeros((h, w), np.uint8)
+    for code, nb in ((DOWN, down_d), (RIGHT, right_d), (LEFT, left), (UP, up)):  # last written wins: UP first
+        parent[grown & (nb == dist - 1)] = code
+    seed = dist == 0
+    lost = m & (dist == _FAR)
+    right = np.zeros((h, w), bool)
+    right[:, :-1] = m[:, :-1] & m[:, 1:] & (
+        (seed[:, :-1] & seed[:, 1:]) | (lost[:, :-1] & lost[:, 1:])
+        | (parent[:, :-1] == RIGHT) | (parent[:, 1:] == LEFT))
+    down = np.zeros((h, w), bool)
+    down[:-1] = m[:-1] & m[1:] & (
+        (seed[:-1] & seed[1:]) | (lost[:-1] & lost[1:]) | (parent[:-1] == DOWN) | (parent[1:] == UP))
+    edge = np.zeros((h, w), bool)
+    edge[:, 1:] |= ~right[:, :-1]
+    edge[:, :-1] |= ~right[:, :-1]
+    edge[1:] |= ~down[:-1]
+    edge[:-1] |= ~down[:-1]
+    edge &= m
+    return right, down, edge, cut
+
+
+def _quantize(p: np.ndarray) -> np.ndarray:
+    return np.rint(np.nan_to_num(p, nan=0.0) * 254).astype(np.float32) / np.float32(254)
+
+
+class FieldSplitter:
+    """Sink for :class:`engine.mask_stream.MaskStream`: strips of the opened mask -> the same strips with their
+    :class:`SplitStrip`, handed to ``sink(row0, mask, valid, prob, split)``, exactly as :func:`split_links` on the
+    whole raster would give them.
+
+    ``prob`` arrives as float32 (n, w) extent probability, or (n, w, 2): the extent and the cut's cue (the
+    boundary probability, or :func:`image_edges`); the sink gets the extent (n, w). Holds ``params.halo`` rows on
+    each side.
+    """
+
+    def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None):
+        from contextlib import nullcontext
+
+        self.timer = timer or (lambda _name: nullcontext())
+        self.params = params
+        self.sink = sink
+        self.halo = params.halo
+        self.strip_rows = strip_rows
+        self._bands: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._end = 0
+        self._done = 0
+        self.cut_pixels = 0
+        self._counter = RegionCounter()
+
+    @property
+    def regions(self) -> int:
+        """4-connected cropland regions handed on so far (the fields there would be without the split)."""
+        return self._counter.regions
+
+    def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
+        if row0 != self._end:
+            raise ValueError(f"rows must be consecutive: expected {self._end}, got {row0}")
+        if prob is None:
+            prob = np.zeros(mask.shape, np.float32)
+        self._bands.append((row0, mask, valid, prob))
+        self._end += mask.shape[0]
+        while self._end - self.halo - self._done >= self.strip_rows:
+            self._hand_on(self.strip_rows)
+
+    def close(self) -> None:
+        """Hand on the rows still held (call after the last strip)."""
+        while self._done < self._end:
+            self._hand_on(min(self.strip_rows, self._end - self._done))
+
+    def _rows(self, a: int, b: int, k: int) -> np.ndarray:
+        parts = [band[k][max(a - band[0], 0):b - band[0]] for band in self._bands
+                 if band[0] < b and band[0] + band[1].shape[0] > a]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _hand_on(self, n: int) -> None:
+        row0 = self._done
+        a, b = max(row0 - self.halo, 0), min(row0 + n + self.halo, self._end)
+        mask = self._rows(a, b, 1)
+        probs = self._rows(a, b, 3)
+        extent = probs[..., 0] if probs.ndim == 3 else probs
+        cue = probs[..., 1] if probs.ndim == 3 and probs.shape[2] > 1 else None
+        boundary = cue if self.params.method == "boundary" else None
+        with self.timer("split"):
+            right, down, edge, cut = split_links(mask, extent, cue, self.params)
+            i = row0 - a
+            self.cut_pixels += int(cut[i:i + n].sum())
+            self._counter.add(mask[i:i + n])
+        strip = SplitStrip(right[i:i + n], down[i:i + n], edge[i:i + n],
+                           None if boundary is None else _quantize(boundary[i:i + n]))
+        self.sink(row0, mask[i:i + n], self._rows(row0, row0 + n, 2), extent[i:i + n], strip)
+        self._done = row0 + n
+        keep = self._done - self.halo
+        self._bands = [band for band in self._bands if band[0] + band[1].shape[0] > keep]
+
+
+
+class RegionCounter:
+    """Counts the 4-connected cropland regions of a mask fed strip by strip (what ``--split none`` would make
+    fields of), holding only the last row's region ids."""
+
+    def __init__(self) -> None:
+        self.regions = 0
+        self._last: np.ndarray | None = None
+        self._next = 1
+
+    def add(self, mask: np.ndarray) -> None:
+        """Add the next strip: uint8/bool (h, w), nonzero = cropland."""
+        import cv2
+
+        from .vectorize import _UnionFind
+
+        n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        self.regions += n - 1
+        ids = np.where(labels > 0, labels + (self._next - 1), 0)
+        self._next += max(n - 1, 0)
+        last = ids[-1]
+        if self._last is not None:
+            touching = (self._last > 0) & (ids[0] > 0)
+            uf = _UnionFind()
+            for a, b in set(zip(self._last[touching].tolist(), ids[0][touching].tolist(), strict=True)):
+                if uf.find(a) != uf.find(b):
+                    uf.union(a, b)
+                    self.regions -= 1
+            if uf.parent:
+                last = np.array([uf.find(v) if v else 0 for v in last.tolist()], dtype=ids.dtype)
+        self._last = last.copy()
+
+
+class ExtentOnly:
+    """Sink between :class:`engine.mask_stream.MaskStream` and a field builder when fields are not split: hands on
+    the extent channel of the probability only, and counts nothing."""
+
+    cut_pixels = 0
+    regions = None
+
+    def __init__(self, sink: Callable):
+        self.sink = sink
+
+    def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
+        self.sink(row0, mask, valid, prob[..., 0] if prob is not None and prob.ndim == 3 else prob)
+
+    def close(self) -> None:
+        """Nothing is held."""
+
+
+def field_stage(params: SplitParams | None, sink: Callable, strip_rows: int = 256, timer=None):
+    """The stage between the opened mask and the field builder ``sink``: a :class:`FieldSplitter` for ``params``
+    (its time under ``timer("split")`` when given), or :class:`ExtentOnly` when there is no split. Call
+    ``.close()`` on it after the mask stream's."""
+    return ExtentOnly(sink) if params is None else FieldSplitter(params, sink, strip_rows, timer)
