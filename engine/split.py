@@ -186,29 +186,35 @@ def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, para
         p = _quantize(prob)
         closed = cv2.morphologyEx(p, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1,) * 2))
         cut |= m & (closed - p > params.valley_depth)
-    seeds = (m & ~cut).astype(np.uint8)
+    seeds = (m & ~cut).view(np.uint8)
     if params.seed_opening_px:
         s = params.seed_opening_px
         seeds = cv2.morphologyEx(seeds, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * s + 1,) * 2))
-    dist = np.where(seeds > 0, np.int16(0), _FAR)
+    dist = np.full((h, w), _FAR, np.int16)
+    dist[seeds.view(bool)] = 0
+    free = cv2.subtract(m.view(np.uint8), seeds)  # cropland not reached yet
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     front = seeds
     for step in range(1, params.grow_px + 1):
-        grown = cv2.dilate(front, cross).astype(bool) & m & (dist == _FAR)
-        if not grown.any():
+        grown = cv2.bitwise_and(cv2.dilate(front, cross), free)
+        if not cv2.countNonZero(grown):
             break
-        dist[grown] = step
-        front = grown.astype(np.uint8)
+        np.putmask(dist, grown.view(bool), step)
+        free = cv2.subtract(free, grown)
+        front = grown
+    del free, front
     # neighbours' distances (the far value outside the window: no parent there)
-    pad = np.pad(dist, 1, constant_values=_FAR)
-    up, down_d = pad[:-2, 1:-1], pad[2:, 1:-1]
-    left, right_d = pad[1:-1, :-2], pad[1:-1, 2:]
+    nearer = dist - np.int16(1)
     grown = m & (dist > 0) & (dist < _FAR)
     parent = np.zeros((h, w), np.uint8)
-    for code, nb in ((DOWN, down_d), (RIGHT, right_d), (LEFT, left), (UP, up)):  # last written wins: UP first
-        parent[grown & (nb == dist - 1)] = code
+    # (code, rows/cols of the pixel, of its neighbour) for each direction; last written wins: UP first
+    for code, here, there in ((DOWN, np.s_[:-1, :], np.s_[1:, :]), (RIGHT, np.s_[:, :-1], np.s_[:, 1:]),
+                              (LEFT, np.s_[:, 1:], np.s_[:, :-1]), (UP, np.s_[1:, :], np.s_[:-1, :])):
+        np.putmask(parent[here], grown[here] & (dist[there] == nearer[here]), code)
+    del nearer, grown
     seed = dist == 0
     lost = m & (dist == _FAR)
+    del dist
     right = np.zeros((h, w), bool)
     right[:, :-1] = m[:, :-1] & m[:, 1:] & (
         (seed[:, :-1] & seed[:, 1:]) | (lost[:, :-1] & lost[:, 1:])
@@ -226,7 +232,12 @@ def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, para
 
 
 def _quantize(p: np.ndarray) -> np.ndarray:
-    return np.rint(np.nan_to_num(p, nan=0.0) * 254).astype(np.float32) / np.float32(254)
+    q = np.array(p, dtype=np.float32)  # a copy
+    q[np.isnan(q)] = 0.0
+    np.multiply(q, np.float32(254), out=q)
+    np.rint(q, out=q)
+    q /= np.float32(254)
+    return q
 
 
 class FieldSplitter:
