@@ -87,8 +87,10 @@ class SplitParams:
 
     @property
     def halo(self) -> int:
-        """Rows of context a strip needs on each side for exact links (one more row for the links down)."""
-        return self.context + self.grow_px + 1
+        """Rows of context a strip needs on each side for exact links: a pixel's seeds look ``context`` rows
+        away, its distance ``grow_px`` more, its parent one more, and the links down (and the outline flags) of
+        the strip's last (first) row need the parent of the row below (above) it."""
+        return self.context + self.grow_px + 2
 
 
 def resolve_split(split: str, has_boundary: bool) -> SplitParams | None:

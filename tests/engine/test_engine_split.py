@@ -56,11 +56,11 @@ def _key(fields):
     return sorted(shapely.normalize(f.polygon).wkb for f in fields)
 
 
-@pytest.mark.parametrize("method", ["boundary", "extent"])
+@pytest.mark.parametrize(("method", "grow"), [("boundary", 4), ("extent", 4), ("image", 12), ("boundary", 12)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_split_is_a_coverage_and_the_same_for_any_strip_height(method, seed):
+def test_split_is_a_coverage_and_the_same_for_any_strip_height(method, grow, seed):
     mask, probs = _layout(seed)
-    params = SplitParams(method=method, grow_px=4)
+    params = SplitParams(method=method, grow_px=grow)
     whole = _fields(mask, probs, params, strip_rows=mask.shape[0], band_rows=mask.shape[0])
     polys = [f.polygon for f in whole]
     assert all(p.is_valid and p.geom_type == "Polygon" for p in polys)
