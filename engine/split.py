@@ -312,7 +312,6 @@ class FieldSplitter:
         self._bands = [band for band in self._bands if band[0] + band[1].shape[0] > keep]
 
 
-
 class RegionCounter:
     """Counts the 4-connected cropland regions of a mask fed strip by strip (what ``--split none`` would make
     fields of), holding only the last row's region ids."""

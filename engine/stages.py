@@ -197,8 +197,9 @@ class Infer:
         def emit(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
             if row0 < keep_from:
                 return
+            band = band_of(row0, probs, valid, names, ctx.threshold)
             for sink in self.sinks:
-                sink(band_of(row0, probs, valid, names, ctx.threshold))
+                sink(band)
 
         with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
