@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.metadata import ModelMetadata
+from engine.metadata import METADATA_KEY, ModelMetadata
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import CheckpointError, DataError, TrainingError
@@ -206,3 +206,30 @@ def run_export(args) -> int:
     print(f"wrote {report['onnx']} ({report['bytes'] / 2**20:.2f} MiB); parity max |diff| "
           f"{report['parity_max_abs_diff']:.2e} <= {report['tolerance']:.0e} on {report['parity_input']}")
     return 0
+
+
+def restamp_metadata(path: str | Path) -> bool:
+    """Rewrite the metadata of an exported ONNX model from the engine record it carries (graph untouched).
+
+    Models exported before the Deepness keys were JSON-encoded (``model_type`` = ``Segmentor``) load in
+    Deepness after this. Returns whether the file changed; raises :class:`engine.errors.ModelError` for a file
+    without engine metadata.
+    """
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = ModelMetadata.from_onnx_props(props, str(path))
+    wanted = {**props, **metadata.to_onnx_props()}
+    wanted[METADATA_KEY] = props[METADATA_KEY]  # the engine's record is kept byte for byte
+    if wanted == props:
+        return False
+    del proto.metadata_props[:]
+    for key, value in wanted.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return True
