@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import PARAM, InputError
 
@@ -74,6 +75,9 @@ class ExtractOptions:
             (each band between its 2 and 98th percentiles).
         threads: CPU threads for inference; ``None`` = all cores; more than the cores are capped at their number
             (:meth:`cpu_threads`), so a typo cannot exhaust the machine's thread limit.
+        aoi: area of interest in the raster's coordinates: a shapely polygon, WKT, or an extent
+            ``(xmin, ymin, xmax, ymax)``; only pixels inside it are classified and counted (see
+            :mod:`engine.aoi`). ``None`` = the whole raster.
     """
 
     bands: list[int] | None = None
@@ -93,6 +97,7 @@ class ExtractOptions:
     pixel_size_m: float | None = None
     stretch: str = "auto"
     threads: int | None = None
+    aoi: Any = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,6 +131,10 @@ class ExtractOptions:
             raise InputError(f"stretch must be one of {', '.join(STRETCHES)}, got {self.stretch!r}.")
         if self.threads is not None:
             check_number(PARAM, self.threads, 1, param="threads")
+        if self.aoi is not None:
+            from .aoi import parse_aoi
+
+            parse_aoi(self.aoi)
 
     def cpu_threads(self, log=None) -> int:
         """Inference threads: ``threads`` capped at the cores this process may use (all of them when unset);
