@@ -8,7 +8,7 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 
-from . import deps
+from . import deps, results_viewer
 from .algorithms.base import ICON
 from .provider import CroplandProvider
 
@@ -30,6 +30,7 @@ class CroplandPlugin:
         if self.provider is None:
             self.provider = CroplandProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
+            results_viewer.install()
 
     def initGui(self) -> None:
         """Register the provider, add the menu entries and offer to install missing packages."""
@@ -61,6 +62,7 @@ class CroplandPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+            results_viewer.uninstall()
 
     def open_extract_dialog(self) -> None:
         """Open the Extract Cropland dialog of the Processing framework."""

@@ -76,3 +76,4 @@ def test_bad_aoi_is_refused_clearly(scene, green_model, aoi, message):
 def test_parse_aoi_repairs_a_self_intersecting_polygon():
     bowtie = "POLYGON ((0 0, 10 10, 10 0, 0 10, 0 0))"
     assert parse_aoi(bowtie).area == pytest.approx(50.0)
+
