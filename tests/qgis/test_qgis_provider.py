@@ -152,7 +152,8 @@ def test_missing_package_gives_install_command_for_qgis_python(tmp_path, plugins
     assert "MESSAGE-START" in out, out + proc.stderr
     message = out[out.index("MESSAGE-START"):out.index("MESSAGE-END")]
     assert "onnxruntime" in message and "rasterio" in message
-    assert f'"{SYSTEM_PYTHON}" -m pip install --user' in message
+    assert f'"{SYSTEM_PYTHON}" -m pip install --upgrade --disable-pip-version-check --target' in message
+    assert "--user" not in message and "cropland_extractor_packages" in message
     assert str(REPO / "requirements" / "runtime.txt") in message.replace(str(plugins_dir / PLUGIN_NAME), str(REPO))
     assert "-c " in message and "constraints.txt" in message
     assert "Traceback" not in message
