@@ -140,21 +140,20 @@ def install_args(kind: str = "runtime", python: str | None = None, target: Path 
 def install_command(kind: str = "runtime", python: str | None = None) -> str:
     """The pip command of :func:`install_args` as one line to paste into a terminal.
 
-    For "gpu", onnxruntime-gpu replaces onnxruntime (both install the same package), so the CPU build is
-    removed from the private folder first.
+    For "gpu", onnxruntime-gpu replaces onnxruntime (both install the same package): a CPU build installed
+    outside the private folder is uninstalled first, and ``--upgrade`` replaces the one inside it.
     """
     command = " ".join(_quote(a) for a in install_args(kind, python))
     if kind == "gpu":
-        folder = private_folder()
-        remove = ["rm", "-rf", str(folder / "onnxruntime"), *[str(p) for p in sorted(folder.glob("onnxruntime-*"))]]
-        command = " ".join(_quote(a) for a in remove) + " && " + command
+        uninstall = [python or python_executable(), "-m", "pip", "uninstall", "-y", "onnxruntime"]
+        command = " ".join(_quote(a) for a in uninstall) + " && " + command
     return command
 
 
 def loaded_elsewhere(modules: dict[str, str] | None = None, folder: Path | None = None) -> list[str]:
     """Packages already imported in this QGIS from outside the private folder that the folder now also holds:
     the new copies only load after a restart (e.g. "numpy 1.24.2")."""
-    folder = Path(folder or private_folder())
+    folder = Path(folder or private_folder()).resolve()
     stale = []
     for module in (modules or RUNTIME_MODULES):
         loaded = sys.modules.get(module)
