@@ -107,3 +107,30 @@ def test_old_metadata_still_loads_and_restamping_fixes_it(tmp_path):
     assert onnx.load(str(path)).graph.SerializeToString() == graph
     assert restamp_metadata(path) is False
     assert load_model(path, ExtractOptions(device="cpu")).meta.tile_size == 64
+
+
+def test_deepness_copy_has_a_fixed_input_size_and_the_same_outputs(tmp_path):
+    """Deepness 0.6.5 takes its tile size from input_shape[-1], which must be an int."""
+    pytest.importorskip("torch")
+    import onnxruntime as ort
+    from helpers import green_threshold_onnx
+
+    from engine.api import ExtractOptions, extract_array
+    from training.export import deepness_copy
+
+    original = green_threshold_onnx(tmp_path / "green.onnx", tile_size=64)
+    copy = deepness_copy(original, tmp_path / "deepness" / "green_deepness.onnx")
+    session = ort.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    assert isinstance(shape[-1], int) and shape[-2:] == [64, 64] and shape[1] == 3
+    assert deepness_read(copy)["tile_size"] == shape[-1]
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    reference = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0],
+                               reference.run(None, {reference.get_inputs()[0].name: x})[0], atol=1e-6)
+    image = np.random.default_rng(1).integers(0, 255, (3, 100, 90)).astype(np.uint8)
+    options = ExtractOptions(device="cpu", opening_px=0)
+    fixed, _, fixed_mask = extract_array(image, copy, options=options)  # the engine runs it at its tile size
+    dynamic, _, dynamic_mask = extract_array(image, original, options=options)
+    np.testing.assert_array_equal(fixed_mask, dynamic_mask)
+    assert fixed.cropland_pixels == dynamic.cropland_pixels

@@ -233,3 +233,34 @@ def restamp_metadata(path: str | Path) -> bool:
     onnx.save(proto, str(tmp))
     tmp.replace(path)
     return True
+
+
+def deepness_copy(path: str | Path, out: str | Path, size: int | None = None) -> Path:
+    """Write a copy of the exported model ``path`` whose input height and width are fixed, for Deepness.
+
+    Deepness (0.6.5) sets its tile size from the model's input shape and cannot use a dynamic one; the engine
+    keeps using the dynamic original (any tile size). ``size``: the fixed edge in pixels (default: the
+    metadata's ``tile_size``). The batch dimension stays dynamic; weights and metadata are unchanged.
+    Returns ``out``.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = ModelMetadata.from_onnx_props(props, str(path))
+    size = int(size or metadata.tile_size)
+    multiple = int(metadata.extra.get("size_multiple", 1) or 1)
+    if size % multiple:
+        raise DataError(f"{path}: the fixed size {size} px must be a multiple of {multiple} px for this network.")
+    for value in (*proto.graph.input[:1], *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for axis in (2, 3):
+                dims[axis].ClearField("dim_param")
+                dims[axis].dim_value = size
+    del proto.graph.value_info[:]  # intermediate shapes were inferred for symbolic sizes; ONNX Runtime re-infers
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out
