@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import masks
 from . import metrics as m
 from .areas import area_model
 from .errors import PARAM, InputError
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 
 
 @dataclass
@@ -65,13 +64,12 @@ def _read_mask_raster(path: Path, grid: Grid | None) -> tuple[Grid, Layer]:
     with rasterio.open(path) as ds:
         values = ds.read(1)
         valid = ds.read_masks(1) > 0
-        nodata = ds.nodata
         own = Grid(ds.height, ds.width, ds.transform, ds.crs)
     found = set(np.unique(values[valid]).tolist())
-    if found - {0, 1, 255} or {1, 255} <= found:
+    if masks.check_values(found):
         raise InputError(f"{path} is not a cropland mask: it holds values {sorted(found)[:10]}; expected 0/1 "
                          "(or 0/255) with nodata marked as the file's nodata value.")
-    mask = (values == 1) | ((values == 255) & (nodata is None))
+    mask = masks.decode(values, valid)
     if grid is not None and (grid.height, grid.width, grid.transform) != (own.height, own.width, own.transform):
         out = np.zeros((2, grid.height, grid.width), np.uint8)
         for k, band in enumerate((mask, valid)):
