@@ -223,6 +223,7 @@ def test_loss_ignores_ignored_pixels_and_has_boundary_term():
 
 # --- fitting ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_few_steps_lower_the_loss(synthetic, tmp_path):
     from training.loop import FitConfig, fit
 
@@ -259,6 +260,7 @@ def test_seed_makes_runs_reproducible(synthetic, tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_resume_continues_and_ctrl_c_keeps_last_checkpoint(synthetic, tmp_path, monkeypatch):
     from training import augment
     from training.loop import FitConfig, Interrupted, fit
@@ -289,6 +291,7 @@ def test_resume_continues_and_ctrl_c_keeps_last_checkpoint(synthetic, tmp_path, 
     assert not (tmp_path / "stopped" / "last.pt.tmp").exists()
 
 
+@pytest.mark.slow
 def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
     runs = []
     for arch in ("fcn_se_resnet50", "unet"):
@@ -328,6 +331,7 @@ def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
 
 # --- export, parity, metadata, engine ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_parity_metadata_and_engine(trained, tmp_path):
     import onnx
 
