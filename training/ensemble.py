@@ -99,9 +99,8 @@ def evaluate_cv_with_engine(runs: list[Path], images_dir: Path, labels_dir: Path
     held-out raster, alone and fused in one ``ensemble.json`` per fold. Scores use the fused probability > 0.5
     (no post-processing). Returns the same structure as :func:`evaluate_cv_ensemble`.
     """
-    import rasterio
-
     from engine.api import ExtractOptions, extract_array, load_model
+    from engine.io import FileSource
 
     from .data import pair_files
     from .export import export_checkpoint
@@ -122,14 +121,15 @@ def evaluate_cv_with_engine(runs: list[Path], images_dir: Path, labels_dir: Path
                                   parity_image=images[raster])
             paths.append(onnx_path)
         write_ensemble_json(out / "onnx" / f"fold_{fold}.ensemble.json", paths, f"fold {fold}", fusion=fusion)
-        with rasterio.open(images[raster]) as ds:
-            raw = ds.read()
+        with FileSource(images[raster]) as src:  # the engine's reader: nodata, masks and NaN as when it runs
+            raw, image_valid = src.read_inside(0, 0, src.height, src.width)
         ref = read_label(labels[raster], ignore_value)
         valid = ref != IGNORE
         targets = [(Path(r).name, p) for r, p in zip(runs, paths, strict=True)]
         targets.append(("ensemble", out / "onnx" / f"fold_{fold}.ensemble.json"))
         for name, model_path in targets:
-            _, prob, _ = extract_array(raw, load_model(model_path, options), options=options)
+            _, prob, _ = extract_array(raw, load_model(model_path, options), valid_mask=image_valid,
+                                       options=options)
             pred = cropland(prob, 0.5)
             m = pixel_metrics(pred, ref == 1, valid)
             m["boundary_f1"] = boundary_f1(pred, ref == 1, 2, valid)["f1"]
