@@ -59,7 +59,6 @@ class StripBlender:
         self._wsum = np.zeros_like(self._acc)
         self._valid = np.zeros(self._acc.shape, bool)
         self._weights: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
-        self._next_row = 0
 
     def _window(self, i: int, j: int) -> np.ndarray:
         g = self.grid
@@ -96,4 +95,3 @@ class StripBlender:
             for buf in (self._acc, self._wsum, self._valid):
                 buf[:-shift] = buf[shift:]
                 buf[-shift:] = 0
-        self._next_row = end

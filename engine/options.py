@@ -60,7 +60,8 @@ class ExtractOptions:
         batch_size: tiles per inference call; ``None`` = automatic (smaller on CPU, halved on GPU out-of-memory).
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"`` or ``"cuda"``.
         backend: ``"auto"`` (by model file type), ``"onnx"`` or ``"torch"``.
-        fp16: run in half precision; ``None`` = on CUDA when the model allows it, never on CPU.
+        fp16: run PyTorch checkpoints in half precision (autocast) on CUDA; ``None`` = on CUDA, never on CPU.
+            ONNX models always run in the precision they were exported with (the log says so when this is True).
         threshold: cropland probability threshold; ``None`` = the model's (ensemble's) default.
         fusion: override the ensemble's fusion, ``"mean"`` (weighted mean of probabilities) or ``"vote"``.
         tta: test-time augmentation over flips and 90° rotations (8 views).

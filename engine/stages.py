@@ -24,7 +24,9 @@ from .context import RunContext
 from .errors import InputError
 from .fields import FieldBuilder
 from .io import Window
-from .mask_stream import MASK_NODATA, MaskStream
+from .mask_stream import MaskStream
+from .masks import NODATA as MASK_NODATA
+from .masks import cropland, decode, encode
 from .result import FieldRecord
 from .runtime import STRIP_ROWS, iter_strips, release_heap
 from .writers import FieldWriter, RowWriter, raster_profile
@@ -105,7 +107,7 @@ class RasterRows:
         elif self.kind == "probability_u8":
             rows = np.where(valid, np.rint(band.prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8)
         else:
-            rows = np.where(valid, band.mask, MASK_NODATA).astype(np.uint8)
+            rows = encode(band.mask, valid)
         with self.timer("write_raster"):
             self._writer.write(band.row0, rows)
 
@@ -177,10 +179,14 @@ class Infer:
         def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
             if row0 < keep_from:
                 return
-            band = Band(row0, prob, valid, (prob > ctx.threshold) & valid)
+            band = Band(row0, prob, valid, cropland(prob, ctx.threshold, valid))
             for sink in self.sinks:
                 sink(band)
 
+        if not tiles:
+            for sink in self.sinks:
+                sink.close()
+            return
         with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
             blender = StripBlender(grid, emit)
@@ -326,7 +332,7 @@ class BurnChanges:
                 crop = mask.astype(bool) & valid
                 ctx.counter.add_cropland(row0, crop)
                 if writer is not None:
-                    writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
+                    writer.write(row0, encode(crop, valid))
 
             stream = MaskStream(ctx.options.opening_px, burn)
             with rasterio.open(self.raw_path) as raw_ds:
@@ -388,5 +394,6 @@ def raw_strips(raw_ds, prob_ds=None):
         prob = prob_ds.read(1, window=RioWindow(0, row0, w, n)) if prob_ds is not None else None
         if prob is not None and prob.dtype == np.uint8:
             prob = prob.astype(np.float32) / np.float32(PROB_SCALE_U8)
-        yield row0, (raw == 1).astype(np.uint8), raw != MASK_NODATA, prob
+        valid = raw != MASK_NODATA
+        yield row0, decode(raw, valid).astype(np.uint8), valid, prob
 
