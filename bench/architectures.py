@@ -11,6 +11,7 @@ MobileNetV2 encoder as the shipped members) is:
    comma-separated group of held-out tiles: ``Data1 Data2 Data4 Data5 Data7 Data8`` is the shipped model's leave one
    tile out; the default ``Data5,Data7`` is one split (train on Data1, 2, 4, 8; score on Data5 and Data7, the two
    tiles where calling everything cropland scores worst), which is what fits a loaded 2-core machine;
+   training runs on ``--train-threads`` torch threads (1 by default: see the option);
 2. exported to ONNX with float16 weights and the shipped tiling (512 px tiles, 64 px overlap), as the shipped members;
 3. run by the engine (``engine.api.extract_array``: tiling, Hann blending, threshold 0.5, the default 1 px opening) on
    each held-out tile and scored with ``bench.accuracy.score``: pixel IoU, F1, object F1 (fields matched at IoU >= 0.5),
@@ -101,7 +102,8 @@ def row_by_name(name: str) -> Row:
 def recipe_of(args) -> dict:
     """The training recipe shared by every row (stored with the results; a rerun must use the same)."""
     return {"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "width": args.width,
-            "lr": args.lr, "seed": args.seed, "threads": args.threads, "schedule": "onecycle",
+            "lr": args.lr, "seed": args.seed, "train_threads": args.train_threads, "threads": args.threads,
+            "schedule": "onecycle",
             "scale": [0.5, 1.6], "augment": 1.0, "loss": "cross-entropy + Dice", "tile": TILE, "overlap": OVERLAP,
             "onnx_weights": "float16"}
 
@@ -133,10 +135,10 @@ def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -
     train = [rasters[n] for n in CONTEST_TILES if n not in held]
     mean, std = channel_stats(train)
     cfg = FitConfig(arch=row.arch, out=str(out), epochs=1, steps_per_epoch=args.steps, tile=args.crop,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads, device="cpu",
+                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, device="cpu",
                     width=args.width if row.takes_width else None,
                     decoder_channels=list(row.decoder_channels) if row.decoder_channels else None,
-                    mean=mean, std=std, resolution_m=2.0, name=f"{row.slug}_fold{fold}")
+                    mean=mean, std=std, resolution_m=2.0, name=f"{row.slug}_fold{fold}", threads=args.train_threads)
     summary = fit(cfg, train, log=lambda line: log(f"  {line}"))
     return {"checkpoint": out / "last.pt", "seconds": summary["seconds"], "parameters": summary["parameters"]}
 
@@ -278,13 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", nargs="+", default=["Data5,Data7"],
                    help="folds: each a comma-separated group of held-out contest tiles (Data1 Data2 Data4 Data5 Data7 "
                         "Data8 = leave one tile out)")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps per fit")
-    p.add_argument("--batch-size", type=int, default=4, help="crops per step")
-    p.add_argument("--crop", type=int, default=96, help="training crop in px (multiple of 32)")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps per fit (the shipped recipe: 200)")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (the shipped recipe: 8)")
+    p.add_argument("--crop", type=int, default=128,
+                   help="training crop in px, multiple of 32 (the shipped recipe: 224 / 192)")
     p.add_argument("--width", type=int, default=16, help="--width of every custom architecture (papers: 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (scoring and speed columns)")
+    p.add_argument("--train-threads", type=int, default=1,
+                   help="torch threads for training (on a machine shared with other jobs, 2 threads were ~35x "
+                        "slower per step than 1: they wait for each other)")
     p.add_argument("--no-fusions", action="store_true", help="skip the fused rows")
     p.add_argument("--no-speed", action="store_true", help="skip the speed columns (smoke runs)")
     p.add_argument("--study-baseline", action="store_true",
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     from rasterio.errors import NotGeoreferencedWarning
 
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
@@ -403,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
         study_out = args.out.with_name(args.out.stem + "_study.json")
         numbers = sorted({CONTEST_TILES.index(n) + 1 for held in folds for n in held})
-        study_baseline.main(["--folds", *map(str, numbers), "--threads", str(args.threads), "--device", "cpu",
+        study_baseline.main(["--folds", *map(str, numbers), "--threads", str(args.train_threads), "--device", "cpu",
                              "--out", str(study_out)])
     print(render(result))
     log(f"wrote {args.out}")
