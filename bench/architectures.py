@@ -121,12 +121,17 @@ def load_tiles() -> dict:
     return rasters
 
 
+def fold_dir(held: list[str]) -> str:
+    """Folder / file stem of a fold's models: ``holdout_Data5_Data7``."""
+    return "holdout_" + "_".join(held)
+
+
 def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -> dict:
     """Fit ``row`` on every contest tile but ``held``; returns {checkpoint, seconds, parameters}."""
     from training.data import channel_stats
     from training.loop import FitConfig, fit
 
-    out = args.work / row.slug / f"fold_{fold}"
+    out = args.work / row.slug / fold_dir(held)
     summary_path = out / "summary.json"
     if summary_path.is_file() and (out / "last.pt").is_file():
         summary = json.loads(summary_path.read_text())
@@ -138,7 +143,8 @@ def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, device="cpu",
                     width=args.width if row.takes_width else None,
                     decoder_channels=list(row.decoder_channels) if row.decoder_channels else None,
-                    mean=mean, std=std, resolution_m=2.0, name=f"{row.slug}_fold{fold}", threads=args.train_threads)
+                    mean=mean, std=std, resolution_m=2.0, name=f"{row.slug}_{fold_dir(held)}",
+                    threads=args.train_threads)
     summary = fit(cfg, train, log=lambda line: log(f"  {line}"))
     return {"checkpoint": out / "last.pt", "seconds": summary["seconds"], "parameters": summary["parameters"]}
 
@@ -148,7 +154,7 @@ def export_fold(checkpoint: Path, row: Row, fold: int, held: list[str], args) ->
     from training.errors import TrainingError
     from training.export import export_checkpoint
 
-    path = args.work / "onnx" / row.slug / f"fold_{fold}.onnx"
+    path = args.work / "onnx" / row.slug / f"{fold_dir(held)}.onnx"
     image = CONTEST / "images" / f"{held[0]}.tif"
     if path.is_file() and path.stat().st_mtime >= checkpoint.stat().st_mtime:
         return {"onnx": str(path), "bytes": path.stat().st_size, "fp16": True}
@@ -323,11 +329,18 @@ def main(argv: list[str] | None = None) -> int:
               "rows": [], "models": {}, "machine": machine_facts()}
     if args.out.is_file():
         old = json.loads(args.out.read_text())
-        if old.get("recipe") == recipe and old.get("holdout") == folds:
-            result.update(rows=old["rows"], models=old["models"], failures=old.get("failures", []))
-            log(f"resuming {args.out}: {len(old['rows'])} row(s) done")
+        if old.get("recipe") == recipe:
+            # keep the rows of folds that are still asked for (renumbered), so folds can be added run by run
+            number = {",".join(g): k for k, g in enumerate(folds, start=1)}
+            kept = []
+            for r in old["rows"]:
+                key = ",".join(old["holdout"][r["fold"] - 1])
+                if key in number:
+                    kept.append({**r, "fold": number[key]})
+            result.update(rows=kept, models=old["models"])
+            log(f"resuming {args.out}: {len(kept)} row(s) kept")
         else:
-            log(f"{args.out} holds another recipe or split; starting afresh")
+            log(f"{args.out} holds another recipe; starting afresh")
 
     def done(model: str, fold: int) -> bool:
         return any(r["model"] == model and r["fold"] == fold for r in result["rows"])
@@ -353,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (slug, members, fusion) in FUSIONS.items():
             if args.no_fusions or done(name, fold) or not all((m, fold) in onnx_files for m in members):
                 continue
-            spec = args.work / "ensembles" / f"{slug}_fold{fold}.json"
+            spec = args.work / "ensembles" / f"{slug}_{fold_dir(held)}.json"
             write_json(spec, {"name": f"{name} fold {fold}", "fusion": fusion, "threshold": 0.5, "tile_size": TILE,
                               "overlap": OVERLAP,
                               "members": [{"path": str(Path(onnx_files[(m, fold)]).resolve()), "weight": 1.0}
@@ -373,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["rows"].append({"fold": fold, "raster": n, "model": "all cropland (trivial)",
                                        **score(np.ones(tiles[n][1].shape, bool), tiles[n][1]), "tile_agreement": 1.0})
         for row in rows:
-            onnx_path = args.work / "onnx" / row.slug / f"fold_{fold}.onnx"
+            onnx_path = args.work / "onnx" / row.slug / f"{fold_dir(held)}.onnx"
             if done(row.arch, fold) and onnx_path.is_file():
                 onnx_files[(row.arch, fold)] = str(onnx_path)
                 fuse(fold, held)
@@ -391,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             onnx_files[(row.arch, fold)] = exported["onnx"]
             add_rows(row.arch, fold, per_raster, {"fp16": exported["fp16"]})
             info = result["models"].setdefault(row.arch, {"origin": row.origin})
-            info.setdefault("train_seconds_per_fold", {})[str(fold)] = trained["seconds"]
+            info.setdefault("train_seconds_per_fold", {})[",".join(held)] = trained["seconds"]
             seconds = list(info["train_seconds_per_fold"].values())
             info.update(parameters=trained["parameters"], onnx_bytes=exported["bytes"],
                         train_seconds=float(np.mean(seconds)), width=args.width if row.takes_width else None,
