@@ -150,7 +150,11 @@ def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -
 
 
 def export_fold(checkpoint: Path, row: Row, fold: int, held: list[str], args) -> dict:
-    """fp16-weight ONNX export of a fold's checkpoint (fp32 when fp16 fails its parity check); returns the report."""
+    """fp16-weight ONNX export of a fold's checkpoint (fp32 when fp16 fails its parity check); returns the report.
+
+    A model that PyTorch cannot export with a dynamic height and width (smp's PSPNet: its pyramid pooling's adaptive
+    average pool needs a fixed input size) is reported with ``onnx`` None: the engine then runs its checkpoint with its
+    PyTorch backend."""
     from training.errors import TrainingError
     from training.export import export_checkpoint
 
@@ -166,6 +170,8 @@ def export_fold(checkpoint: Path, row: Row, fold: int, held: list[str], args) ->
         report = export_checkpoint(checkpoint, path, fp16=False, tile_size=TILE, overlap=OVERLAP, parity_image=image)
         return {"onnx": report["onnx"], "bytes": report["bytes"], "fp16": False, "fp16_error": str(exc),
                 "parity_max_abs_diff": report["parity_max_abs_diff"]}
+    except Exception as exc:  # torch.onnx raises several types for an unsupported operator
+        return {"onnx": None, "bytes": None, "fp16": None, "onnx_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
 def engine_scores(model: Path, image: np.ndarray, label: np.ndarray, threads: int) -> dict:
@@ -198,7 +204,7 @@ def speed(model: Path, threads: int, log) -> dict:
     from engine.options import ExtractOptions, OutputPaths
 
     load = idle_state()["loadavg"]
-    opts = ExtractOptions(device="cpu", threads=threads)
+    opts = ExtractOptions(device="cpu", threads=threads, tile_size=TILE, overlap=OVERLAP)
     ens = load_model(model, opts)
     raw, valid = real_tiles(4, TILE)
     per_tile = 0.0
@@ -387,31 +393,39 @@ def main(argv: list[str] | None = None) -> int:
                                        **score(np.ones(tiles[n][1].shape, bool), tiles[n][1]), "tile_agreement": 1.0})
         for row in rows:
             onnx_path = args.work / "onnx" / row.slug / f"{fold_dir(held)}.onnx"
-            if done(row.arch, fold) and onnx_path.is_file():
-                onnx_files[(row.arch, fold)] = str(onnx_path)
+            ckpt_path = args.work / row.slug / fold_dir(held) / "last.pt"
+            if done(row.arch, fold) and (onnx_path.is_file() or ckpt_path.is_file()):
+                onnx_files[(row.arch, fold)] = str(onnx_path if onnx_path.is_file() else ckpt_path)
                 fuse(fold, held)
                 continue
             log(f"fold {fold} (hold out {', '.join(held)}) {row.arch}: training")
             try:
                 trained = train_fold(row, fold, held, rasters, args, log)
                 exported = export_fold(trained["checkpoint"], row, fold, held, args)
-                per_raster = {n: engine_scores(Path(exported["onnx"]), *tiles[n], args.threads) for n in held}
+                model_file = Path(exported["onnx"] or trained["checkpoint"])
+                if exported["onnx"] is None:
+                    log(f"  {row.arch}: no ONNX export ({exported['onnx_error']}); scored with the engine's PyTorch "
+                        "backend")
+                per_raster = {n: engine_scores(model_file, *tiles[n], args.threads) for n in held}
             except Exception as exc:
                 log(f"fold {fold} {row.arch}: FAILED: {type(exc).__name__}: {exc}")
                 result.setdefault("failures", []).append({"fold": fold, "model": row.arch, "error": repr(exc)})
                 save()
                 continue
-            onnx_files[(row.arch, fold)] = exported["onnx"]
-            add_rows(row.arch, fold, per_raster, {"fp16": exported["fp16"]})
+            onnx_files[(row.arch, fold)] = str(model_file)
+            result["failures"] = [f for f in result.get("failures", []) if (f["model"], f["fold"]) != (row.arch, fold)]
+            add_rows(row.arch, fold, per_raster, {"fp16": exported["fp16"],
+                                                  "backend": "onnx" if exported["onnx"] else "torch"})
             info = result["models"].setdefault(row.arch, {"origin": row.origin})
             info.setdefault("train_seconds_per_fold", {})[",".join(held)] = trained["seconds"]
             seconds = list(info["train_seconds_per_fold"].values())
             info.update(parameters=trained["parameters"], onnx_bytes=exported["bytes"],
+                        onnx_error=exported.get("onnx_error"),
                         train_seconds=float(np.mean(seconds)), width=args.width if row.takes_width else None,
                         decoder_channels=list(row.decoder_channels) if row.decoder_channels else None)
             log(f"{row.arch}: {trained['parameters'] / 1e6:.2f} M parameters, {trained['seconds']:.0f} s training")
             if not args.no_speed and "speed" not in info:
-                info["speed"] = speed(Path(exported["onnx"]), args.threads, log)
+                info["speed"] = speed(model_file, args.threads, log)
                 log(f"{row.arch}: forward {info['speed']['forward_mpx_per_s']:.2f} Mpx/s, end to end "
                     f"{info['speed']['e2e_mpx_per_s']:.2f} Mpx/s")
             save()
