@@ -49,7 +49,7 @@ SMP_DESCRIPTIONS: dict[str, str] = {
     "Unet": "U-Net decoder on an smp encoder (--decoder-channels slims it)",
     "Linknet": "LinkNet: additive skips, light decoder (~half U-Net's parameters)",
     "FPN": "feature pyramid network decoder, output at 1/4 upsampled",
-    "PSPNet": "pyramid pooling over the whole tile (global context: tile-size dependent)",
+    "PSPNet": "pyramid pooling over the whole tile (tile-size dependent; no ONNX export with a dynamic size)",
 }
 
 SMP_PREFIX = "smp:"
