@@ -110,7 +110,7 @@ def recipe_of(args) -> dict:
 
 
 def load_tiles() -> dict:
-    """Contest rasters (training.data.Raster) by name, and raw images / labels for scoring."""
+    """The six labelled contest rasters (:class:`training.data.Raster`) by name."""
     from training.data import load_pairs, pair_files
 
     if not (CONTEST / "images").is_dir():
@@ -127,7 +127,7 @@ def fold_dir(held: list[str]) -> str:
     return "holdout_" + "_".join(held)
 
 
-def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -> dict:
+def train_fold(row: Row, held: list[str], rasters: dict, args, log) -> dict:
     """Fit ``row`` on every contest tile but ``held``; returns {checkpoint, seconds, parameters}."""
     from training.data import channel_stats
     from training.loop import FitConfig, fit
@@ -150,7 +150,7 @@ def train_fold(row: Row, fold: int, held: list[str], rasters: dict, args, log) -
     return {"checkpoint": out / "last.pt", "seconds": summary["seconds"], "parameters": summary["parameters"]}
 
 
-def export_fold(checkpoint: Path, row: Row, fold: int, held: list[str], args) -> dict:
+def export_fold(checkpoint: Path, row: Row, held: list[str], args) -> dict:
     """fp16-weight ONNX export of a fold's checkpoint (fp32 when fp16 fails its parity check); returns the report.
 
     A model that PyTorch cannot export with a dynamic height and width (smp's PSPNet: its pyramid pooling's adaptive
@@ -176,7 +176,8 @@ def export_fold(checkpoint: Path, row: Row, fold: int, held: list[str], args) ->
 
 
 def engine_scores(model: Path, image: np.ndarray, label: np.ndarray, threads: int) -> dict:
-    """Score ``model`` (ONNX file or ensemble.json) on one tile through the engine, and its tile-size agreement."""
+    """Score ``model`` (ONNX file, checkpoint or ensemble.json) on one tile through the engine (image (3, H, W) raw
+    values, label (H, W) uint8), and its tile-size agreement."""
     from bench.accuracy import score
     from engine.api import extract_array, load_model
     from engine.options import ExtractOptions
@@ -401,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log(f"fold {fold} (hold out {', '.join(held)}) {row.arch}: training")
             try:
-                trained = train_fold(row, fold, held, rasters, args, log)
-                exported = export_fold(trained["checkpoint"], row, fold, held, args)
+                trained = train_fold(row, held, rasters, args, log)
+                exported = export_fold(trained["checkpoint"], row, held, args)
                 model_file = Path(exported["onnx"] or trained["checkpoint"])
                 if exported["onnx"] is None:
                     log(f"  {row.arch}: no ONNX export ({exported['onnx_error']}); scored with the engine's PyTorch "
