@@ -128,7 +128,7 @@ class OnnxMember:
         opts.log_severity_level = 3
         if providers[0] == "CPUExecutionProvider":
             # Idle pool threads spin for a while by default: in an ensemble they burn the cores the next member
-            # (and blending, vectorising) needs; off, the ensemble predicts faster (docs/BENCHMARKS.md §8).
+            # (and blending, vectorising) needs; off, the ensemble predicts faster (docs/BENCHMARKS.md §9).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if _shared_cpu_arena(ort):
                 opts.add_session_config_entry("session.use_env_allocators", "1")
@@ -147,7 +147,7 @@ class OnnxMember:
             log(f"CUDA not used for {self.path.name}: {why_not}; running on the CPU.")
         self.device = "cuda" if used[0] == "CUDAExecutionProvider" else "cpu"
         # The CPU arena (one for all members, see _shared_cpu_arena) keeps the largest member's activations
-        # between calls; shrinking it after every call costs speed (docs/BENCHMARKS.md §8), so it is shrunk once,
+        # between calls; shrinking it after every call costs speed (docs/BENCHMARKS.md §9), so it is shrunk once,
         # by release_memory(), after inference.
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -188,7 +188,7 @@ _SHARED_ARENA: list[bool] = []
 def _shared_cpu_arena(ort) -> bool:
     """Register one CPU memory arena in ONNX Runtime's process-wide environment (once), for every session that
     opts in: ensemble members run one after another, so sharing it about halves the peak memory of a three-member
-    ensemble at no cost in speed (docs/BENCHMARKS.md §8). False if this onnxruntime cannot do it."""
+    ensemble at no cost in speed (docs/BENCHMARKS.md §9). False if this onnxruntime cannot do it."""
     if not _SHARED_ARENA:
         try:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
