@@ -10,8 +10,9 @@ stretch, so :func:`training.datasets.scene.unit_stretch` is applied once to the 
 result is what the engine's percentile stretch makes of the same scene.
 
 Targets: the set's own extent and boundary masks (the boundary a ~2 px band straddling each outline); instances
-are the connected components of extent minus boundary (used for object metrics; the boundary target stays the
-set's own mask unless the scene is resampled, when it is derived again from the instances).
+are the connected components of extent minus boundary, grown back over the band (:func:`instances_from_masks`;
+used for object metrics). The boundary target stays the set's own mask unless the scene is resampled, when it is
+derived again from the instances, like the polygon sets' bands.
 
 Validation split (spatial): mosaic columns >= 972 (the last tile column, x 972-1228) are validation, columns < 972
 training. The hold-out (columns 12-14) is not in ../shared at all.
@@ -50,6 +51,21 @@ def tile_table(root: Path) -> list[dict]:
     return rows
 
 
+def instances_from_masks(extent: np.ndarray, boundary: np.ndarray, grow_px: int = 3) -> np.ndarray:
+    """(H, W) int32 fields: connected components (4-connected) of extent minus boundary, grown back over the
+    extent pixels of the boundary band (``grow_px`` steps of a 3 x 3 dilation), so fields cover the whole extent and
+    touch along the band's middle."""
+    interior = ((extent == 1) & (boundary == 0)).astype(np.uint8)
+    inst = cv2.connectedComponents(interior, connectivity=4)[1].astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(grow_px):
+        todo = (extent == 1) & (inst == 0)
+        if not todo.any():
+            break
+        inst[todo] = cv2.dilate(inst, kernel)[todo]
+    return inst.astype(np.int32)
+
+
 def read_mosaic(root: Path, max_col: int | None = None) -> Scene:
     """The scene mosaic of the shared tiles (grid columns <= ``max_col``) as one :class:`Scene`."""
     import rasterio
@@ -77,10 +93,8 @@ def read_mosaic(root: Path, max_col: int | None = None) -> Scene:
             seen[win] = True
     if not seen.all():
         raise DataError(f"{base}: the shared tiles do not cover the mosaic {w} x {h} px (tiles.csv offsets?).")
-    interior = ((extent == 1) & (boundary == 0)).astype(np.uint8)
-    _, instances = cv2.connectedComponents(interior, connectivity=4)
     return Scene("S0_mosaic", NAME, "train", unit_stretch(raw), extent, boundary, GSD_M,
-                 instances.astype(np.int32), has_boundary=True, space=f"{NAME}:S0")
+                 instances_from_masks(extent, boundary), has_boundary=True, space=f"{NAME}:S0")
 
 
 def load(root: Path, limit: int | None = None) -> list[Scene]:

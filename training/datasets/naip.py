@@ -12,6 +12,7 @@ tile in sorted name order (8 of 40) is validation - the same tiles as the v1 mod
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,13 @@ def field_polygons(root: Path) -> dict[str, list]:
 def read_tile(root: Path, name: str, polygons: list) -> Scene:
     """One tile as a :class:`Scene` with instances, extent and boundary."""
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.open(root / FOLDER / "images_png" / f"{name}.png") as ds:
-        raw = ds.read([1, 2, 3]).astype(np.float32)
-        transform, space = ds.transform, str(ds.crs) if ds.crs else f"{NAME}:{name}"
+    with warnings.catch_warnings():  # a tile without its .aux.xml has no CRS: pixel coordinates then
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(root / FOLDER / "images_png" / f"{name}.png") as ds:
+            raw = ds.read([1, 2, 3]).astype(np.float32)
+            transform, space = ds.transform, str(ds.crs) if ds.crs else f"{NAME}:{name}"
     instances = rasterise_fields(polygons, raw.shape[1:])
     extent, boundary = targets_from_instances(instances)
     return Scene(name, NAME, "train", unit_stretch(raw), extent, boundary, GSD_M, instances,
