@@ -99,6 +99,8 @@ def test_chain_catalogue_fit_export_engine(data_root, tmp_path, capsys):
     raw = np.ascontiguousarray(img.transpose(2, 0, 1))
     result, prob, mask = extract_array(raw, model=ens)
     assert prob.shape == (TILE, TILE) and np.isfinite(prob).all() and set(np.unique(mask)) <= {0, 1}
+    assert result.cropland_ratio == pytest.approx(float((mask == 1).mean()))
+    assert result.models == ["run (tiny.onnx)"]  # member name = the run folder
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
     extent, boundary = member.session.run(None, {"input": x})
     assert extent.shape == boundary.shape == (1, 2, 64, 64)
