@@ -6,6 +6,7 @@ the catalogue's NAIP reader, so the whole chain runs in seconds without ../share
 
 from __future__ import annotations
 
+import csv
 import json
 
 import cv2
@@ -76,10 +77,12 @@ def test_chain_catalogue_fit_export_engine(data_root, tmp_path, capsys):
     assert table["naip"]["train"]["fields"] == 16 and table["naip"]["val"]["scenes"] == 1
 
     run = tmp_path / "run"
-    assert main(["fit", *FIT, "--data-root", str(data_root), "--out", str(run)]) == 0
-    rows = (run / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 3 and "val_naip_object_f1" in rows[0] and "train_boundary_tversky" in rows[0]
-    assert "epoch 2 step 6" in (run / "train.log").read_text()
+    assert main(["fit", *FIT, "--val-every", "2", "--data-root", str(data_root), "--out", str(run)]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 2 and "val_naip_object_f1" in rows[0] and "train_boundary_tversky" in rows[0]
+    assert rows[0]["val_score"] == "" and float(rows[1]["val_score"]) >= 0  # validated every 2nd epoch
+    log = (run / "train.log").read_text()
+    assert "epoch 1 step 3 loss" in log and "not validated" in log and "epoch 2 step 6" in log
 
     onnx = tmp_path / "models" / "tiny.onnx"
     assert main(["export", str(run / "best.pt"), "--onnx", str(onnx), "--tile-size", "64"]) == 0

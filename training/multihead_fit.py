@@ -8,6 +8,7 @@ TileGrid`, :func:`engine.blend.tile_weights`, Hann taper across the overlap) and
 F1 / ratio error (against the all-field baseline), boundary F1 (pixels, where boundaries are labelled) and object
 F1 at IoU >= 0.5 (fields = connected regions of extent >= 0.5 and boundary < 0.5, against the reference instances).
 The score that picks ``best.pt`` is the mean over sets of extent F1, plus boundary F1 where labelled, halved.
+Validation runs every ``val_every`` epochs and after the last one (whole scenes are slow on a CPU).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class MultiHeadConfig:
     augment: float = 1.0
     set_shares: dict[str, float] = field(default_factory=dict)
     limit: int | None = None
+    val_every: int = 1
     device: str = "auto"
     threads: int | None = None
     seed: int = 0
@@ -277,19 +279,24 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
             row: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"],
                                    **{f"train_{k}": round(float(np.mean(v)), 5) for k, v in terms.items()},
                                    "lr": sched.get_last_lr()[0]}
-            metrics = evaluate_scenes(model, val, cfg, device) if val else {}
+            last = state["epoch"] >= cfg.epochs or state["step"] >= total
+            validate = bool(val) and (last or state["epoch"] % max(cfg.val_every, 1) == 0)
+            metrics = evaluate_scenes(model, val, cfg, device) if validate else {}
             row["seconds"] = round(time.time() - t0, 1)
             for ds, m in metrics.items():
                 row.update({f"val_{ds}_{k}": v for k, v in m.items()})
-            sc = score(metrics) if metrics else float(state["epoch"])
-            row["val_score"] = round(sc, 5)
+            if validate or not val:
+                sc = score(metrics) if metrics else float(state["epoch"])
+                row["val_score"] = round(sc, 5)
+            else:
+                sc = -math.inf  # not validated this epoch: cannot become best.pt
             state["history"].append(row)
             improved = sc > state["best_score"] + 1e-4
             if improved:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = sc, state["epoch"], 0
             else:
                 state["bad_epochs"] += 1
-            meta = build_metadata(cfg, train, {"validation": metrics, "score": round(sc, 5)})
+            meta = build_metadata(cfg, train, {"validation": metrics, "score": row.get("val_score")})
             payload = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), **{k: state[k] for k in state}, "args": asdict(cfg),
                        "metadata": asdict(meta)}
@@ -297,7 +304,8 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
             if improved:
                 save_checkpoint(out / "best.pt", payload)
             _write_csv(out / "metrics.csv", state["history"])
-            say(f"epoch {state['epoch']} step {state['step']} loss {row['train_loss']:.4f} score {sc:.4f} "
+            shown = f"score {sc:.4f}" if "val_score" in row else "not validated"
+            say(f"epoch {state['epoch']} step {state['step']} loss {row['train_loss']:.4f} {shown} "
                 f"({row['seconds']:.0f} s)")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted at step {state['step']}; last good checkpoint: {out / 'last.pt'}") from None

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--augment", type=float, default=1.0, help="photometric augmentation strength 0..1")
     f.add_argument("--set-shares", type=_shares, default={}, help="crop shares per set, e.g. contest=1,nsw=2")
     f.add_argument("--limit", type=int, help="read at most this many tiles per tiled set (smoke runs)")
+    f.add_argument("--val-every", type=int, default=1,
+                   help="validate every N epochs (and after the last); whole-scene validation is slow on CPUs")
     f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     f.add_argument("--threads", type=int, help="CPU threads for torch")
     f.add_argument("--seed", type=int, default=0)

@@ -9,9 +9,10 @@
 #
 #   --gpu         train on CUDA (mixed precision) with the full-size budget below (a lent GPU machine)
 #   --background  detach (nohup): progress in $OUT/recipe.log, pid in $OUT/recipe.pid; rerun to resume
-#   --smoke       a minute-long run on 2 tiles per set with tiny budgets: checks the chain, not the model
+#   --smoke       a few minutes: 1 tile per split of each tiled set, 2 steps per member - checks the chain only
 # Environment: DATA (../shared/data), OUT (runs/v2), DEST ($OUT/models), PYTHON (.venv/bin/python),
-# MEMBERS (names of the ARCH table), THREADS (CPU threads, default 2), EPOCHS / STEPS / BATCH / TILE (budget).
+# MEMBERS (names of the ARCH table), THREADS (CPU threads, default 2), EPOCHS / STEPS / BATCH / TILE (budget),
+# VAL_EVERY (validate every N epochs and after the last; whole-scene validation is the slow part on a CPU).
 # Rerunning resumes: a member with last.pt continues from it (same budget), exported members are redone.
 # The CPU budget (2 cores) is sized for "a few hours"; it was not run to completion yet: measure, then record
 # the numbers in resources/models/MODEL_CARD.md and docs/BENCHMARKS.md.
@@ -42,10 +43,13 @@ DATA=${DATA:-../shared/data}
 DEST=${DEST:-$OUT/models}
 if [ "$GPU" = 1 ]; then
   DEVICE=cuda; EPOCHS=${EPOCHS:-40}; STEPS=${STEPS:-200}; BATCH=${BATCH:-16}; TILE=${TILE:-384}; LIMIT=()
+  VAL_EVERY=${VAL_EVERY:-2}
 elif [ "$SMOKE" = 1 ]; then
-  DEVICE=cpu; EPOCHS=${EPOCHS:-1}; STEPS=${STEPS:-2}; BATCH=${BATCH:-2}; TILE=${TILE:-128}; LIMIT=(--limit 2)
+  DEVICE=cpu; EPOCHS=${EPOCHS:-1}; STEPS=${STEPS:-2}; BATCH=${BATCH:-2}; TILE=${TILE:-128}; LIMIT=(--limit 1)
+  VAL_EVERY=1
 else
   DEVICE=cpu; EPOCHS=${EPOCHS:-12}; STEPS=${STEPS:-40}; BATCH=${BATCH:-8}; TILE=${TILE:-256}; LIMIT=()
+  VAL_EVERY=${VAL_EVERY:-4}
 fi
 # Tile-invariant members only (no pooling over the whole tile), diverse decoders.
 declare -A ARCH=(
@@ -65,6 +69,7 @@ for name in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
   $PY -m training.v2 fit ${ARCH[$name]} --out "$run" --name "$name" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" \
       --batch-size "$BATCH" --tile "$TILE" --device "$DEVICE" --threads "${THREADS:-2}" --seed 0 \
+      --val-every "$VAL_EVERY" \
       "${LIMIT[@]}" "${resume[@]}"
   $PY -m training.v2 export "$run/best.pt" --onnx "$DEST/$name.onnx" --fp16 --name "$name"
   onnx+=("$DEST/$name.onnx")
