@@ -88,6 +88,13 @@ def test_chain_catalogue_fit_export_engine(data_root, tmp_path, capsys):
     assert main(["export", str(run / "best.pt"), "--onnx", str(onnx), "--tile-size", "64"]) == 0
     assert main(["ensemble", str(onnx), "--out", str(tmp_path / "models" / "ensemble.json")]) == 0
 
+    assert main(["evaluate", str(tmp_path / "models" / "ensemble.json"), "--datasets", "naip", "--data-root",
+                 str(data_root), "--tile", "64", "--overlap", "16", "--json", str(tmp_path / "eval.json")]) == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())["naip"]
+    field_px = sum((x1 - x0 + 1) * (y1 - y0 + 1) for x0, y0, x1, y1 in FIELDS)
+    assert scores["baseline_iou"] == pytest.approx(field_px / TILE**2, abs=1e-4)  # the val tile's field share
+    assert {"iou", "boundary_f1", "object_f1", "ratio_error"} <= set(scores)
+
     ens = load_model(tmp_path / "models" / "ensemble.json")
     member = ens.members[0]
     outputs = [o.name for o in member.session.get_outputs()]

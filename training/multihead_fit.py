@@ -80,41 +80,54 @@ class MultiHeadConfig:
     kind: str = KIND
 
 
-def predict_scene(model: torch.nn.Module, image: np.ndarray, mean: list[float], std: list[float], tile: int,
-                  overlap: int, device: torch.device, batch: int = 4) -> dict[str, np.ndarray]:
+def torch_heads(model: torch.nn.Module, mean: list[float], std: list[float], device: torch.device):
+    """A tile runner for :func:`predict_scene`: (N, 3, t, t) float32 images on 0..1 -> [extent, boundary(,
+    distance)] probabilities, each (N, 2 or 1, t, t) float32, from a :class:`~training.multihead.MultiHeadNet`."""
+    from .multihead import ExportHeads
+
+    heads = ExportHeads(model).eval()
+    m = np.asarray(mean, np.float32)[:, None, None]
+    sd = np.asarray(std, np.float32)[:, None, None]
+
+    def run(xb: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray((xb - m) / sd, np.float32)).to(device)
+            return [o.float().cpu().numpy() for o in heads(x)]
+
+    return run
+
+
+def predict_scene(run, image: np.ndarray, tile: int, overlap: int, batch: int = 4) -> dict[str, np.ndarray]:
     """Whole-scene head probabilities with the engine's tile grid and Hann blending.
 
+    ``run``: tile runner, (N, 3, t, t) float32 on 0..1 -> list of (N, C, t, t) head outputs (see
+    :func:`torch_heads`, :class:`training.multihead_eval.OnnxHeads`); the last channel of each is kept.
     ``image``: (bands, H, W) float32 on 0..1. Returns {"extent", "boundary"[, "distance"]}: (H, W) float32
     (probability of field / of edge / distance 0..1).
     """
     from engine.blend import tile_weights
     from engine.tiling import TileGrid
 
-    from .multihead import ExportHeads
-
     _, h, w = image.shape
-    x = (image - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
     grid = TileGrid(h, w, tile, overlap)
     ph = max(grid.row_origins[-1] + tile, h)
     pw = max(grid.col_origins[-1] + tile, w)
-    x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect" if ph - h < h and pw - w < w else "edge")
-    heads = ExportHeads(model).eval()
+    x = np.pad(image, ((0, 0), (0, ph - h), (0, pw - w)),
+               mode="reflect" if ph - h < h and pw - w < w else "edge")
     acc: list[np.ndarray] | None = None
     wsum = np.zeros((ph, pw), np.float32)
     tiles = list(grid.tiles())
     n_rows, n_cols = len(grid.row_origins), len(grid.col_origins)
-    with torch.no_grad():
-        for k in range(0, len(tiles), batch):
-            chunk = tiles[k:k + batch]
-            xb = torch.from_numpy(np.stack([x[:, r:r + tile, c:c + tile] for _, _, r, c in chunk])).to(device)
-            outs = [o.float().cpu().numpy() for o in heads(xb)]
-            if acc is None:
-                acc = [np.zeros((ph, pw), np.float32) for _ in outs]
-            for n, (i, j, r, c) in enumerate(chunk):
-                wt = tile_weights(tile, overlap, i > 0, i < n_rows - 1, j > 0, j < n_cols - 1)
-                wsum[r:r + tile, c:c + tile] += wt
-                for a, o in zip(acc, outs, strict=True):
-                    a[r:r + tile, c:c + tile] += wt * o[n, -1]
+    for k in range(0, len(tiles), batch):
+        chunk = tiles[k:k + batch]
+        outs = run(np.stack([x[:, r:r + tile, c:c + tile] for _, _, r, c in chunk]))
+        if acc is None:
+            acc = [np.zeros((ph, pw), np.float32) for _ in outs]
+        for n, (i, j, r, c) in enumerate(chunk):
+            wt = tile_weights(tile, overlap, i > 0, i < n_rows - 1, j > 0, j < n_cols - 1)
+            wsum[r:r + tile, c:c + tile] += wt
+            for a, o in zip(acc, outs, strict=True):
+                a[r:r + tile, c:c + tile] += wt * o[n, -1]
     names = ("extent", "boundary", "distance")
     return {names[i]: (a / np.maximum(wsum, 1e-6))[:h, :w] for i, a in enumerate(acc)}
 
@@ -127,14 +140,14 @@ def fields_from_heads(extent: np.ndarray, boundary: np.ndarray, threshold: float
     return cv2.connectedComponents(core, connectivity=4)[1].astype(np.int32)
 
 
-def evaluate_scenes(model: torch.nn.Module, scenes: list[Scene], cfg: MultiHeadConfig,
-                    device: torch.device) -> dict[str, dict[str, float]]:
-    """Validation metrics per data set (pooled over its scenes); see the module docstring."""
+def evaluate_scenes(run, scenes: list[Scene], tile: int, overlap: int) -> dict[str, dict[str, float]]:
+    """Validation metrics per data set (pooled over its scenes) of a tile runner (see :func:`predict_scene`);
+    the metrics are described in the module docstring."""
     from engine.metrics import metrics_from_counts, object_metrics, pixel_metrics
 
     per: dict[str, dict[str, Any]] = {}
     for s in scenes:
-        p = predict_scene(model, s.image, cfg.mean, cfg.std, cfg.tile, cfg.overlap, device)
+        p = predict_scene(run, s.image, tile, overlap)
         d = per.setdefault(s.dataset, {"ext": dict.fromkeys(("tp", "fp", "fn", "tn"), 0),
                                        "bnd": dict.fromkeys(("tp", "fp", "fn", "tn"), 0),
                                        "has_bnd": False, "obj": []})
@@ -281,7 +294,8 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
                                    "lr": sched.get_last_lr()[0]}
             last = state["epoch"] >= cfg.epochs or state["step"] >= total
             validate = bool(val) and (last or state["epoch"] % max(cfg.val_every, 1) == 0)
-            metrics = evaluate_scenes(model, val, cfg, device) if validate else {}
+            metrics = (evaluate_scenes(torch_heads(model, cfg.mean, cfg.std, device), val, cfg.tile, cfg.overlap)
+                       if validate else {})
             row["seconds"] = round(time.time() - t0, 1)
             for ds, m in metrics.items():
                 row.update({f"val_{ds}_{k}": v for k, v in m.items()})

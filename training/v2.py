@@ -4,12 +4,14 @@
     python -m training.v2 fit --arch smp:Unet:mobilenet_v2 --out runs/v2/unet [--datasets ...] [--gsd 2] ...
     python -m training.v2 export runs/v2/unet/best.pt --onnx models/unet.onnx [--fp16]
     python -m training.v2 ensemble a.onnx b.onnx --out ensemble.json [--name cropland-default-v2]
+    python -m training.v2 evaluate ensemble.json [--datasets ...] [--json OUT]
 
 ``catalogue`` reads every set and prints its splits (scenes, megapixels, extent and boundary ratio, fields);
 ``fit`` trains one multi-head member (:mod:`training.multihead_fit`; checkpoints, ``--resume``, ``train.log``);
 ``export`` writes the ONNX with outputs ``extent`` and ``boundary`` (:mod:`training.multihead_export`);
-``ensemble`` writes ``ensemble.json`` (:func:`training.ensemble.write_ensemble_json`). Errors print one line
-``error: ...`` and exit 2.
+``ensemble`` writes ``ensemble.json`` (:func:`training.ensemble.write_ensemble_json`); ``evaluate`` scores exported
+members or an ensemble on every set's validation split through ONNX Runtime (:mod:`training.multihead_eval`).
+Errors print one line ``error: ...`` and exit 2.
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile-size", type=int, help="inference tile (px) in the metadata (default 512)")
     e.add_argument("--name", help="model name in the metadata")
 
+    v = sub.add_parser("evaluate", help="score exported members / an ensemble.json on the validation splits")
+    v.add_argument("model", type=Path, help=".onnx member or ensemble.json exported by this chain")
+    v.add_argument("--datasets", type=_list, default=list(READERS), help="catalogue names, comma-separated")
+    v.add_argument("--data-root", type=Path, help="folder holding the data sets (default ../shared/data)")
+    v.add_argument("--limit", type=int, help="read at most this many tiles per tiled set")
+    v.add_argument("--tile", type=int, help="tile size (px; default: the model's)")
+    v.add_argument("--overlap", type=int, help="tile overlap (px; default: the model's)")
+    v.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")
+    v.add_argument("--json", type=Path, help="also write the metrics as JSON here")
+
     n = sub.add_parser("ensemble", help="write ensemble.json over exported members")
     n.add_argument("members", nargs="+", type=Path)
     n.add_argument("--out", required=True, type=Path)
@@ -144,6 +156,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .multihead_eval import evaluate_model
+
+    table = evaluate_model(args.model, args.datasets, args.data_root, args.limit, args.tile, args.overlap,
+                           args.threads)
+    keys = ("iou", "baseline_iou", "ratio_error", "boundary_f1", "object_f1")
+    print(f"{'set':9} " + " ".join(f"{k:>12}" for k in keys))
+    for name, m in table.items():
+        print(f"{name:9} " + " ".join(f"{m[k]:12.4f}" if k in m else f"{'-':>12}" for k in keys))
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2))
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from .ensemble import write_ensemble_json
 
@@ -156,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     try:
-        return {"catalogue": cmd_catalogue, "fit": cmd_fit, "export": cmd_export,
+        return {"catalogue": cmd_catalogue, "fit": cmd_fit, "export": cmd_export, "evaluate": cmd_evaluate,
                 "ensemble": cmd_ensemble}[args.command](args)
     except CroplandError as exc:
         print(f"error: {exc}", file=sys.stderr)
