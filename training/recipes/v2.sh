@@ -3,7 +3,8 @@
 #   1. catalogue: read every labelled set of ../shared/data natively and write its splits (catalogue.json);
 #   2. fit: train each member on all sets' training splits (validation splits choose best.pt), resumable;
 #   3. export: fp16-weight ONNX with outputs `extent` and `boundary` (parity-checked);
-#   4. ensemble.json over the members, in $DEST.
+#   4. ensemble.json over the members, in $DEST;
+#   5. evaluation of the ensemble on every set's validation split through ONNX Runtime ($DEST/evaluation.json).
 #
 #   bash training/recipes/v2.sh [--gpu] [--background] [--smoke]
 #
@@ -76,4 +77,6 @@ for name in "${NAMES[@]}"; do
 done
 $PY -m training.v2 ensemble "${onnx[@]}" --out "$DEST/ensemble.json" --name cropland-default-v2 \
     --description "Extent + boundary ensemble trained on every labelled set of ../shared/data (training/recipes/v2.sh)."
-echo "$(date -u +%FT%TZ) v2 recipe done: $DEST/ensemble.json"
+$PY -m training.v2 evaluate "$DEST/ensemble.json" "${LIMIT[@]}" --threads "${THREADS:-2}" \
+    --json "$DEST/evaluation.json"
+echo "$(date -u +%FT%TZ) v2 recipe done: $DEST/ensemble.json, scores in $DEST/evaluation.json"
