@@ -39,6 +39,11 @@ def test_boundary_band_straddles_every_outline_two_pixels_wide():
     assert band[0].sum() == 0 and band[:, 0].sum() == 0  # the raster edge is not an outline
 
 
+def test_a_wider_band_grows_on_both_sides():
+    row = boundary_from_instances(two_fields(), width=4)[10]
+    assert np.flatnonzero(row).tolist() == [3, 4, 5, 6, 13, 14, 15, 16, 23, 24, 25, 26]
+
+
 def test_field_at_the_raster_edge_has_no_band_there():
     inst = np.zeros((10, 10), np.int32)
     inst[:, :6] = 1

@@ -253,7 +253,7 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
     state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if cfg.resume:
         ck = load_checkpoint(cfg.resume)
-        for key in ("arch", "epochs", "steps_per_epoch", "schedule", "distance", "kind"):
+        for key in ("arch", "epochs", "steps_per_epoch", "schedule", "distance", "kind", "datasets", "gsd_m"):
             if ck["args"].get(key) != getattr(cfg, key):
                 raise CheckpointError(f"--resume {cfg.resume} was trained with {key} = {ck['args'].get(key)}; "
                                       f"this run has {getattr(cfg, key)}. Resume with the same value.")

@@ -120,20 +120,18 @@ def rasterise_fields(polygons: list, shape: tuple[int, int], transform=None) -> 
 
 
 def boundary_from_instances(instances: np.ndarray, width: int = BOUNDARY_PX) -> np.ndarray:
-    """(H, W) uint8 band of ``width`` px straddling every change of instance id (field/field and field/other).
+    """(H, W) uint8 band of ``width`` px (an even number; odd widths round down, minimum 2) straddling every change
+    of instance id (field/field and field/other).
 
-    A pixel is on the band when its (width+1) x (width+1) neighbourhood holds two different ids, so a 2 px band
-    puts one pixel on each side of an outline, like the GF-2 set's own boundary masks. The raster's edge is not
-    an outline.
+    A pixel is on the band when another id lies within ``width // 2`` px of it (a square window), so a 2 px band
+    puts one pixel on each side of an outline, like the GF-2 set's own boundary masks. The raster's edge is not an
+    outline.
     """
+    radius = max(1, width // 2)
     ids = instances.astype(np.float32)  # exact below 2**24 ids; cv2 morphology needs float or uint
-    kernel = np.ones((width, width), np.uint8)
-    anchor = (width // 2, width // 2) if width % 2 else (width // 2 - 1, width // 2 - 1)
-    hi = cv2.dilate(ids, kernel, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
-    lo = cv2.erode(ids, kernel, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
-    if width % 2 == 0:  # even band: compare with the next pixel too, so both sides of an edge are marked
-        hi = np.maximum(hi, cv2.dilate(ids, kernel, borderType=cv2.BORDER_REPLICATE))
-        lo = np.minimum(lo, cv2.erode(ids, kernel, borderType=cv2.BORDER_REPLICATE))
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    hi = cv2.dilate(ids, kernel, borderType=cv2.BORDER_REPLICATE)
+    lo = cv2.erode(ids, kernel, borderType=cv2.BORDER_REPLICATE)
     return (hi != lo).astype(np.uint8)
 
 
