@@ -3,10 +3,17 @@
 The mask is a mosaic of the real contest labels (default 256 "Mpx" = 16384² px, 2 m pixels, UTM 50N), with a 2 px
 background road around each 600 x 500 tile so fields do not merge across tiles. Each method runs in a fresh process:
 
-* ``engine``: ``engine.pipeline.fields_from_mask`` (strips of 1024 rows -> 4-connected components -> polygons,
-  merged across strip seams; no opening, no filters), i.e. the extraction's vectorising stage on a mask file;
+* ``engine``: ``engine.pipeline.fields_from_mask`` (strips of ``engine.runtime.STRIP_ROWS`` = 256 rows ->
+  4-connected components -> polygons, merged across strip seams; no opening, no filters), i.e. the extraction's
+  vectorising stage on a mask file;
 * ``gdal``: ``rasterio.features.shapes`` (GDAL polygonize, 4-connected) on the whole band read at once, each
-  polygon turned into a shapely geometry.
+  polygon turned into a shapely geometry;
+* ``engine-geos``: the engine with its seam stitcher (``engine.vectorize.stitch_fragments``) switched off, so every
+  field cut by strip seams is merged by the fallback, GEOS's coverage union of its fragments.
+
+``--seams`` is the case the stitcher exists for: the label mosaic without roads between tiles (``--gap 0``), so
+fields merge across tiles into components that cross many strips (one spans most of the raster, with its holes);
+it compares ``engine`` with ``engine-geos`` (and checks that both give the same polygons and areas).
 
 Reported: wall time (reading included), Mpx/s, peak RSS (``VmHWM``), polygon count and total area, and whether the
 two total areas agree to 0.1 % (and with the pixel count x pixel area).
@@ -15,6 +22,7 @@ Examples::
 
     .venv/bin/python -m bench.vectorize                       # 256 Mpx label mosaic
     .venv/bin/python -m bench.vectorize --mpx 1 --no-idle-check   # smoke run
+    .venv/bin/python -m bench.vectorize --seams --mpx 64          # stitcher vs GEOS coverage union
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from bench.common import (
     write_json,
 )
 
-METHODS = ("engine", "gdal")
+METHODS = ("engine", "gdal", "engine-geos")
 
 
 def vectorize_engine(mask: Path) -> tuple[int, float]:
@@ -50,6 +58,14 @@ def vectorize_engine(mask: Path) -> tuple[int, float]:
 
     records = fields_from_mask(mask)
     return len(records), float(sum(r.area_m2 for r in records))
+
+
+def vectorize_engine_geos(mask: Path) -> tuple[int, float]:
+    """(polygon count, total area m²) with the engine's strip vectoriser, fragments merged by GEOS only."""
+    import engine.vectorize
+
+    engine.vectorize.stitch_fragments = lambda fragments, seam_ys: None  # merge_fragments then takes the fallback
+    return vectorize_engine(mask)
 
 
 def vectorize_gdal(mask: Path) -> tuple[int, float]:
@@ -83,7 +99,8 @@ def pixel_area(mask: Path) -> tuple[int, float]:
 
 def child(args) -> int:
     t0 = time.perf_counter()
-    count, area = (vectorize_engine if args.child == "engine" else vectorize_gdal)(Path(args.mask))
+    run = {"engine": vectorize_engine, "gdal": vectorize_gdal, "engine-geos": vectorize_engine_geos}[args.child]
+    count, area = run(Path(args.mask))
     seconds = time.perf_counter() - t0
     write_json(args.out_json, {"seconds": seconds, "polygons": count, "area_m2": area, "peak_rss_mib": peak_rss_mib()})
     return 0
@@ -94,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--mpx", type=float, default=256, help="mosaic size in Mpx of 2^20 px (square)")
     p.add_argument("--mask", type=Path, default=None, help="use this mask raster (1 = cropland) instead of a mosaic")
-    p.add_argument("--gap", type=int, default=2, help="background px between mosaic tiles")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--gap", type=int, default=None, help="background px between mosaic tiles (default 2; 0 with "
+                   "--seams)")
+    p.add_argument("--seams", action="store_true", help="seam-heavy case: no roads between tiles, engine vs "
+                   "engine-geos")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                   help="default: engine gdal (engine engine-geos with --seams)")
     p.add_argument("--repeats", type=int, default=1, help="runs per method (the fastest is reported)")
     p.add_argument("--out", type=Path, default=RUNS / "vectorize.json", help="result JSON")
     add_idle_args(p)
@@ -104,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    if args.gap is None:
+        args.gap = 0 if args.seams else 2
+    if args.methods is None:
+        args.methods = ["engine", "engine-geos"] if args.seams else ["engine", "gdal"]
 
     mask = args.mask
     if mask is None:
@@ -117,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         size = ds.width * ds.height
     result = {"benchmark": "vectorize", "command": "python -m bench.vectorize " + " ".join(argv or sys.argv[1:]),
               "machine": machine_facts(idle), "mask": str(mask), "pixels": size, "mpx": size / 1e6,
+              "seams": args.seams, "gap": args.gap,
               "cropland_pixels": pixels, "pixel_area_m2": px_area, "rows": []}
     for method in args.methods:
         runs = []
@@ -151,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         result["speedup_engine_vs_gdal"] = ok["gdal"]["seconds"] / ok["engine"]["seconds"]
         print(f"total areas differ by {rel:.2e} (target <= 1e-3: {'met' if rel <= 1e-3 else 'MISSED'}); engine / GDAL "
               f"speed {result['speedup_engine_vs_gdal']:.2f}x", flush=True)
+    if "engine" in ok and "engine-geos" in ok:
+        e, g = ok["engine"], ok["engine-geos"]
+        result["same_polygons_stitcher_geos"] = (e["polygons"] == g["polygons"]
+                                                 and abs(e["area_m2"] / g["area_m2"] - 1.0) <= 1e-9)
+        result["speedup_stitcher_vs_geos"] = g["seconds"] / e["seconds"]
+        print(f"stitcher vs GEOS coverage union: {result['speedup_stitcher_vs_geos']:.2f}x the speed, peak RSS "
+              f"{e['peak_rss_mib']:.0f} vs {g['peak_rss_mib']:.0f} MiB, same polygons and areas: "
+              f"{result['same_polygons_stitcher_geos']}", flush=True)
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -169,7 +169,7 @@ class OnnxMember:
         opts.log_severity_level = 3
         if providers[0] == "CPUExecutionProvider":
             # Idle pool threads spin for a while by default: in an ensemble they burn the cores the next member
-            # (and blending, vectorising) needs; off, the default ensemble predicts ~10 % faster on 2 cores.
+            # (and blending, vectorising) needs; off, the ensemble predicts faster (docs/BENCHMARKS.md §9).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if _shared_cpu_arena(ort):
                 opts.add_session_config_entry("session.use_env_allocators", "1")
@@ -188,8 +188,8 @@ class OnnxMember:
             log(f"CUDA not used for {self.path.name}: {why_not}; running on the CPU.")
         self.device = "cuda" if used[0] == "CUDAExecutionProvider" else "cpu"
         # The CPU arena (one for all members, see _shared_cpu_arena) keeps the largest member's activations
-        # (~300 MiB at 4 x 512² tiles) between calls; shrinking it after every call would cost ~8 % of speed, so it
-        # is shrunk once, by release_memory(), after inference.
+        # between calls; shrinking it after every call costs speed (docs/BENCHMARKS.md §9), so it is shrunk once,
+        # by release_memory(), after inference.
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.label = (f"{self.device} (onnxruntime {used[0]}"
@@ -234,8 +234,8 @@ _SHARED_ARENA: list[bool] = []
 
 def _shared_cpu_arena(ort) -> bool:
     """Register one CPU memory arena in ONNX Runtime's process-wide environment (once), for every session that
-    opts in: ensemble members run one after another, so sharing it halves the peak memory of a three-member
-    ensemble (1.3 -> 0.65 GB) at no cost in speed. False if this onnxruntime cannot do it."""
+    opts in: ensemble members run one after another, so sharing it about halves the peak memory of a three-member
+    ensemble at no cost in speed (docs/BENCHMARKS.md §9). False if this onnxruntime cannot do it."""
     if not _SHARED_ARENA:
         try:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
@@ -284,7 +284,14 @@ def load_member(path: Path, backend: str = "auto", device: str = "auto", threads
 
 def _load_onnx(path: Path, device: str = "auto", threads: int | None = None, fp16: bool | None = None,
                log: LogFn = _noop) -> OnnxMember:
-    return OnnxMember(path, device=device, threads=threads, log=log)
+    """An :class:`OnnxMember`. ONNX Runtime computes in the precision the graph was exported with, so asking for
+    fp16 changes nothing here, and the log says so (``python -m training export --fp16`` stores fp16 weights)."""
+    member = OnnxMember(path, device=device, threads=threads, log=log)
+    if fp16:
+        log(f"fp16 does not apply to the ONNX model {member.path.name}: ONNX Runtime runs it as exported "
+            f"({'float16' if member._input_dtype == np.float16 else 'float32'} input); fp16 applies to PyTorch "
+            "checkpoints on CUDA.")
+    return member
 
 
 register_backend("onnx", (".onnx",), _load_onnx)

@@ -62,7 +62,6 @@ class StripBlender:
         self._wsum = np.zeros((t, w + grid.tile), np.float32)
         self._valid = np.zeros(self._wsum.shape, bool)
         self._weights: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
-        self._next_row = 0
 
     def _window(self, i: int, j: int) -> np.ndarray:
         g = self.grid
@@ -102,4 +101,3 @@ class StripBlender:
                 buf[-shift:] = 0
             self._acc[:, :-shift] = self._acc[:, shift:]
             self._acc[:, -shift:] = 0
-        self._next_row = end

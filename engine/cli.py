@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overlap", type=int, help="overlap between tiles in px (default: model's)")
     m.add_argument("--batch-size", type=int, help="tiles per inference call (default: automatic)")
     m.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help="half precision (default: on CUDA when the model allows)")
+                   help="half precision for PyTorch checkpoints on CUDA (default: on there); ONNX models run as "
+                        "exported, whatever this says")
     m.add_argument("--fusion", choices=("mean", "vote"), help="ensemble fusion (default: the ensemble's)")
     m.add_argument("--tta", action="store_true", help="test-time augmentation: 8 flips/rotations per tile")
     m.add_argument("--stretch", choices=("auto", "none", "percentile"), default="auto",

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .backends import is_out_of_memory, load_member
 from .errors import InputError, ModelError
+from .masks import cropland
 from .metadata import CHANNELS, ModelMetadata
 from .normalize import Stretch, normalize
 from .options import FUSIONS, MAX_TILE, ExtractOptions, check_number
@@ -69,7 +70,6 @@ class Ensemble:
     name: str
     source: str
     batch_size: int = 0
-    info: dict = field(default_factory=dict)
 
     @property
     def meta(self) -> ModelMetadata:
@@ -122,8 +122,7 @@ class Ensemble:
             prob = self._run_views(member, x, tta)
             if prob.ndim == 3:
                 prob = prob[:, None]
-            if self.fusion == "vote":
-                prob[:, 0] = (prob[:, 0] > member.meta.threshold).astype(np.float32)
+            prob[:, 0] = member_score(prob[:, 0], self.fusion, member.meta.threshold)
             for k, name in enumerate(getattr(member, "channels", ["extent"])):
                 c = channels.index(name)
                 total[:, c] += np.float32(weight) * prob[:, k]
@@ -164,10 +163,29 @@ class Ensemble:
                     raise
                 size = max(1, len(chunk) // 2)
                 self.batch_size = size
-                self.info["oom_batch_size"] = size
                 continue
             i += len(chunk)
         return np.concatenate(out, axis=0)
+
+
+def member_score(prob: np.ndarray, fusion: str, threshold: float) -> np.ndarray:
+    """One member's part of the fused score: its float32 probability (``"mean"``), or 1.0 where it says cropland
+    (probability above its ``threshold``, :func:`engine.masks.cropland`) and 0.0 elsewhere (``"vote"``)."""
+    if fusion == "vote":
+        return cropland(prob, threshold).astype(np.float32)
+    if fusion != "mean":
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    return prob
+
+
+def fuse(probs: list[np.ndarray], weights: list[float], fusion: str, thresholds: list[float]) -> np.ndarray:
+    """Fuse members' probabilities (any equal shapes, float) into one float32 score in 0..1, as
+    :meth:`Ensemble.predict` does: the weighted mean of :func:`member_score` (``thresholds``: one per member, used
+    by ``"vote"``)."""
+    total = np.zeros(np.shape(probs[0]), np.float32)
+    for prob, weight, threshold in zip(probs, weights, thresholds, strict=True):
+        total += np.float32(weight) * member_score(np.asarray(prob, np.float32), fusion, threshold)
+    return total / np.float32(sum(weights))
 
 
 def _read_ensemble_json(path: Path) -> dict:

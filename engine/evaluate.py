@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import masks
 from . import metrics as m
 from .areas import area_model
 from .errors import PARAM, InputError
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 
 
 @dataclass
@@ -65,13 +64,12 @@ def _read_mask_raster(path: Path, grid: Grid | None, grid_name: str = "") -> tup
     with rasterio.open(path) as ds:
         values = ds.read(1)
         valid = ds.read_masks(1) > 0
-        nodata = ds.nodata
         own = Grid(ds.height, ds.width, ds.transform, ds.crs)
     found = set(np.unique(values[valid]).tolist())
-    if found - {0, 1, 255} or {1, 255} <= found:
+    if masks.check_values(found):
         raise InputError(f"{path} is not a cropland mask: it holds values {sorted(found)[:10]}; expected 0/1 "
                          "(or 0/255) with nodata marked as the file's nodata value.")
-    mask = (values == 1) | ((values == 255) & (nodata is None))
+    mask = masks.decode(values, valid)
     if grid is not None and (grid.crs is None or own.crs is None) and (grid.height, grid.width) == \
             (own.height, own.width) and ((grid.crs is None and own.crs is None) or grid.transform == own.transform):
         # Without a CRS on both, rasters of the same shape are compared pixel for pixel (their grids say

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .areas import AreaCounter, AreaModel
-from .mask_stream import MASK_NODATA
+from .masks import encode
 from .spool import FieldSpool
 from .vectorize import Field, StripVectorizer, filter_field, simplify_fields, to_map
 
@@ -47,7 +47,7 @@ class FieldBuilder:
             self.counter.add_cropland(row0, mask.astype(bool))
         if self.mask_writer is not None:
             with self.timer("write_raster"):
-                self.mask_writer.write(row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
+                self.mask_writer.write(row0, encode(mask.astype(bool), valid))
         with self.timer("vectorize"):
             self._vec.add(row0, mask, prob, split)
             self._take(self._vec.pop_finished())

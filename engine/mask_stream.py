@@ -14,8 +14,6 @@ import numpy as np
 
 from .runtime import STRIP_ROWS
 
-MASK_NODATA = 255
-
 Sink = Callable[[int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
 
 

@@ -203,19 +203,13 @@ class ModelMetadata:
         return cls.from_dict(data, source)
 
     def to_onnx_props(self) -> dict[str, str]:
-        """Key/value strings for ONNX ``metadata_props``: our JSON plus Deepness-compatible flat keys."""
-        return {
-            METADATA_KEY: self.to_json(),
-            "model_type": "Segmentor",
-            "class_names": json.dumps(dict(enumerate(self.classes))),
-            "resolution": json.dumps(self.resolution_m * 100 if self.resolution_m else None),  # Deepness: cm/px
-            "tile_size": str(self.tile_size),
-            "tiles_overlap": str(round(100 * self.overlap / self.tile_size)),  # Deepness: percent
-            "standardization_mean": json.dumps(self.mean),
-            "standardization_std": json.dumps(self.std),
-            "seg_thresh": str(self.threshold),
-        }
+        """Key/value strings for ONNX ``metadata_props``: our JSON plus the flat keys Deepness reads.
 
+        Every value is JSON, because Deepness (0.6.5 and later) parses each key with ``json.loads``: a bare
+        ``Segmentor`` is a JSONDecodeError there, ``"Segmentor"`` is not. :func:`deepness_props` says what each
+        key holds.
+        """
+        return {METADATA_KEY: self.to_json(), **deepness_props(self)}
     @classmethod
     def from_onnx_props(cls, props: dict[str, str], source: str) -> ModelMetadata:
         """Read back what :meth:`to_onnx_props` wrote; raises :class:`ModelError` naming ``source``."""
@@ -225,3 +219,27 @@ class ModelMetadata:
                 "normalisation are unknown. Export it with `python -m training export`."
             )
         return cls.from_json(props[METADATA_KEY], source)
+
+
+def deepness_props(meta: ModelMetadata) -> dict[str, str]:
+    """The keys the Deepness QGIS plugin reads from an ONNX model, each value JSON-encoded as Deepness parses it.
+
+    ``model_type`` "Segmentor"; ``class_names`` {"0": name, ...}; ``resolution`` in cm/px (left out when
+    unknown: Deepness calls ``float()`` on it); ``tile_size`` in px (what Deepness uses for a model whose input
+    height/width are dynamic); ``tiles_overlap`` in percent of the tile; ``seg_thresh``; and
+    ``standardization_mean``/``std`` in Deepness's convention, which divides every pixel by 255 first (ours divides
+    by ``input_scale``; the values are rescaled so that both give the same network input).
+    """
+    to_255 = float(meta.input_scale) / 255.0
+    props = {
+        "model_type": json.dumps("Segmentor"),
+        "class_names": json.dumps({str(i): name for i, name in enumerate(meta.classes)}),
+        "tile_size": json.dumps(int(meta.tile_size)),
+        "tiles_overlap": json.dumps(round(100 * meta.overlap / meta.tile_size)),
+        "seg_thresh": json.dumps(float(meta.threshold)),
+        "standardization_mean": json.dumps([round(float(m) * to_255, 9) for m in meta.mean]),
+        "standardization_std": json.dumps([round(float(s) * to_255, 9) for s in meta.std]),
+    }
+    if meta.resolution_m:
+        props["resolution"] = json.dumps(round(float(meta.resolution_m) * 100, 6))
+    return props

@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import PARAM, InputError
 
@@ -61,7 +62,8 @@ class ExtractOptions:
         batch_size: tiles per inference call; ``None`` = automatic (smaller on CPU, halved on GPU out-of-memory).
         device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"`` or ``"cuda"``.
         backend: ``"auto"`` (by model file type), ``"onnx"`` or ``"torch"``.
-        fp16: run in half precision; ``None`` = on CUDA when the model allows it, never on CPU.
+        fp16: run PyTorch checkpoints in half precision (autocast) on CUDA; ``None`` = on CUDA, never on CPU.
+            ONNX models always run in the precision they were exported with (the log says so when this is True).
         threshold: cropland probability threshold; ``None`` = the model's (ensemble's) default.
         fusion: override the ensemble's fusion, ``"mean"`` (weighted mean of probabilities) or ``"vote"``.
         tta: test-time augmentation over flips and 90° rotations (8 views).
@@ -83,6 +85,9 @@ class ExtractOptions:
         resample: ``"auto"``: a raster whose pixel size lies outside the model's accepted range is read
             resampled to the model's resolution and the prediction mapped back (:mod:`engine.resample`);
             ``"off"``: never.
+        aoi: area of interest in the raster's coordinates: a shapely polygon, WKT, or an extent
+            ``(xmin, ymin, xmax, ymax)``; only pixels inside it are classified and counted (see
+            :mod:`engine.aoi`). ``None`` = the whole raster.
     """
 
     bands: list[int] | None = None
@@ -104,6 +109,7 @@ class ExtractOptions:
     threads: int | None = None
     split: str = "auto"
     resample: str = "auto"
+    aoi: Any = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +148,10 @@ class ExtractOptions:
         if self.resample not in RESAMPLES:
             raise InputError(f"{PARAM} must be one of {', '.join(RESAMPLES)}, got {self.resample!r}.",
                              param="resample")
+        if self.aoi is not None:
+            from .aoi import parse_aoi
+
+            parse_aoi(self.aoi)
 
     def cpu_threads(self, log=None) -> int:
         """Inference threads: ``threads`` capped at the cores this process may use (all of them when unset);

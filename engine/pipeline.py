@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .aoi import restrict
 from .areas import area_model
 from .context import Callbacks, RunContext, prepare
 from .ensemble import Ensemble, load_ensemble
@@ -45,7 +46,7 @@ def run_file(path: Path, model, outputs: OutputPaths, options: ExtractOptions, p
     check_outputs(outputs, [path])
     callbacks = Callbacks.of(progress, is_cancelled, log, show_bar)
     ens = load_ensemble(model, options, log)
-    with open_source(path, ens, options) as source, write_errors(outputs), \
+    with restrict(open_source(path, ens, options), options.aoi, log) as source, write_errors(outputs), \
             bounded_gdal_cache(gdal_cache_bytes(source, options.tile_size or ens.tile_size)):
         result, _ = _extract(prepare(source, ens, options, callbacks), outputs, keep_fields, False, start)
     return result
@@ -64,6 +65,7 @@ def run_array(array, model, transform, crs, nodata, valid_mask, outputs: OutputP
         raise InputError(f"The array has {source.count} band(s); the model {ens.name} needs {ens.meta.n_bands} "
                          f"read from band(s) {','.join(map(str, bands))}.", param="bands")
     source.select_bands(bands)
+    source = restrict(source, options.aoi, log)
     with bounded_gdal_cache(), write_errors(outputs):
         result, (prob, mask) = _extract(prepare(source, ens, options, callbacks), outputs, True, True, start)
     return result, prob, mask

@@ -24,7 +24,9 @@ from .context import RunContext
 from .errors import InputError
 from .fields import FieldBuilder
 from .io import Window
-from .mask_stream import MASK_NODATA, MaskStream
+from .mask_stream import MaskStream
+from .masks import NODATA as MASK_NODATA
+from .masks import cropland, decode, encode
 from .resample import ModelGridSpool, WarpedSource
 from .result import FieldRecord
 from .runtime import STRIP_ROWS, iter_strips, release_heap
@@ -109,7 +111,7 @@ class RasterRows:
             p = band.prob if self.kind == "probability_u8" else band.extras[self.cue]
             rows = np.where(valid, np.rint(np.nan_to_num(p) * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8)
         else:
-            rows = np.where(valid, band.mask, MASK_NODATA).astype(np.uint8)
+            rows = encode(band.mask, valid)
         with self.timer("write_raster"):
             self._writer.write(band.row0, rows)
 
@@ -201,6 +203,10 @@ class Infer:
             for sink in self.sinks:
                 sink(band)
 
+        if not tiles:
+            for sink in self.sinks:
+                sink.close()
+            return
         with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
             blender = StripBlender(grid, self.emit_to(ctx, emit, len(names)), len(names))
@@ -240,7 +246,7 @@ def band_of(row0: int, probs: np.ndarray, valid: np.ndarray, names: list[str], t
     first; the others become ``extras``)."""
     prob = probs[..., 0] if probs.ndim == 3 else probs
     extras = {name: probs[..., k] for k, name in enumerate(names) if k} if probs.ndim == 3 else {}
-    return Band(row0, prob, valid, (prob > threshold) & valid, extras)
+    return Band(row0, prob, valid, cropland(prob, threshold, valid), extras)
 
 
 @dataclass
@@ -401,7 +407,7 @@ class BurnChanges:
                 crop = mask.astype(bool) & valid
                 ctx.counter.add_cropland(row0, crop)
                 if writer is not None:
-                    writer.write(row0, np.where(valid, crop, MASK_NODATA).astype(np.uint8))
+                    writer.write(row0, encode(crop, valid))
 
             stream = MaskStream(ctx.options.opening_px, burn)
             with rasterio.open(self.raw_path) as raw_ds:
@@ -475,5 +481,6 @@ def raw_strips(raw_ds, prob_ds=None, cue_ds=None):
         if prob is not None and cue_ds is not None:
             cue = cue_ds.read(1, window=RioWindow(0, row0, w, n)).astype(np.float32) / np.float32(PROB_SCALE_U8)
             prob = np.stack([prob, cue], axis=-1)
-        yield row0, (raw == 1).astype(np.uint8), raw != MASK_NODATA, prob
+        valid = raw != MASK_NODATA
+        yield row0, decode(raw, valid).astype(np.uint8), valid, prob
 

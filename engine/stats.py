@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import masks
 from .areas import AreaCounter, MaskStatistics, area_model
 from .errors import InputError
 from .runtime import iter_strips
@@ -34,7 +35,7 @@ def mask_file_statistics(path: str | Path, pixel_size_m: float | None = None, ba
 
     Args:
         path: raster with 1 = cropland and 0 = other in ``band``; nodata (the file's nodata value, internal
-            masks, or 255 in our own masks) is not counted. A 0/255 mask without a nodata tag reads 255 as cropland.
+            masks, or 255 in our own masks) is not counted. In a 0/255 mask 255 is cropland (see :mod:`engine.masks`).
         pixel_size_m: pixel size in metres for rasters with no CRS.
 
     Raises:
@@ -54,10 +55,8 @@ def mask_file_statistics(path: str | Path, pixel_size_m: float | None = None, ba
             values = ds.read(band, window=win)
             valid = ds.read_masks(band, window=win) > 0
             found.update(int(v) for v in np.unique(values[valid]))
-            cropland = (values == 1) | ((values == 255) & (ds.nodata is None))
-            counter.add(row0, valid, cropland)
-        other = found - {0, 1, 255}
-        if other or {1, 255} <= found:
+            counter.add(row0, valid, masks.decode(values, valid))
+        if masks.check_values(found):
             raise InputError(
                 f"{path} is not a cropland mask: band {band} holds values {sorted(found)[:10]}; expected 0 = other "
                 "and 1 = cropland (or 0/255), with nodata marked by the file's nodata value."

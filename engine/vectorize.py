@@ -6,8 +6,7 @@ in *pixel* coordinates (integers, exact), so fragments of one field cut by a str
 they are found by comparing the labels on both sides of the seam (union-find), and a field is handed over as soon
 as none of its pixels lie on the last row added, so only the fields still open are held. Fragments are merged by
 cancelling the unit edges they share along the seams and joining what is left into rings (:func:`stitch_fragments`:
-array work, exact, and on a 256 Mpx mosaic whose one field spans the raster with ~300,000 holes 1.2 s and ~0.3 GB
-where GEOS's coverage union of the same fragments took 19 s and ~0.7 GB).
+array work, exact; why not GEOS's coverage union: ``python -m bench.vectorize --seams``, docs/BENCHMARKS.md §6).
 4-connectivity keeps two fields that only touch at a corner (across a one-pixel diagonal road) apart.
 
 Then, on whole fields: drop those under the minimum area, fill holes under the maximum hole area (never holes

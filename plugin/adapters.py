@@ -280,3 +280,44 @@ def check_extension(path: str, allowed: tuple[str, ...], parameter: str) -> None
         raise QgsProcessingException(
             f"{parameter}: '{path}' has an unsupported extension; use one of {', '.join(allowed)}."
         )
+
+
+SQUARE_METRES_PER_ACRE = 4046.8564224
+
+
+def add_field_attributes(path: str, values: dict[str, str], acres: bool = False) -> None:
+    """Add constant text attributes (``values``: name -> value) to every field in the vector file ``path``,
+    and ``area_ac`` (acres, from ``area_m2``) when ``acres``.
+
+    Done through QGIS's OGR provider, so GeoPackage, GeoJSON and Shapefile outputs are handled alike (names
+    are at most 10 characters for Shapefiles).
+
+    Raises:
+        QgsProcessingException: the file cannot be opened or changed.
+    """
+    from qgis.core import QgsField, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer(path, "fields", "ogr")
+    if not layer.isValid():
+        raise QgsProcessingException(f"OUTPUT: cannot reopen {path} to add the field attributes.")
+    provider = layer.dataProvider()
+    new = [QgsField(name, QVariant.String) for name in values]
+    if acres:
+        new.append(QgsField("area_ac", QVariant.Double))
+    if not provider.addAttributes(new):
+        raise QgsProcessingException(f"OUTPUT: cannot add attributes to {path} ({provider.error().message()}).")
+    layer.updateFields()
+    fields = layer.fields()
+    constant = {fields.indexOf(name): value for name, value in values.items()}
+    area_index, acres_index = fields.indexOf("area_m2"), fields.indexOf("area_ac")
+    changes = {}
+    for feature in layer.getFeatures():
+        change = dict(constant)
+        if acres and acres_index >= 0:
+            area = feature[area_index] if area_index >= 0 else None
+            change[acres_index] = None if area is None or area != area else round(area / SQUARE_METRES_PER_ACRE, 4)
+        changes[feature.id()] = change
+    if changes and not provider.changeAttributeValues(changes):
+        raise QgsProcessingException(f"OUTPUT: cannot write the attributes of {path} ({provider.error().message()}).")
+    del layer

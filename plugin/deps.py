@@ -12,9 +12,7 @@ import importlib.util
 import os
 import re
 import shlex
-import site
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +77,6 @@ def python_executable() -> str:
     return f"python{version}" if os.name != "nt" else "python"
 
 
-def _in_virtualenv() -> bool:
-    return sys.prefix != getattr(sys, "base_prefix", sys.prefix)
-
-
 def _quote(arg: str) -> str:
     if re.fullmatch(r"[\w.=-]+", arg):
         return arg
@@ -91,31 +85,100 @@ def _quote(arg: str) -> str:
     return f'"{arg}"'
 
 
-def install_args(kind: str = "runtime", python: str | None = None) -> list[str]:
-    """Argument list of the pip command that installs the ``kind`` requirements ("runtime", "train", "gpu")."""
-    args = [python or python_executable(), "-m", "pip", "install"]
-    if not _in_virtualenv():
-        if site.ENABLE_USER_SITE:
-            args.append("--user")
-        if Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists():
-            # Debian/Ubuntu's system Python refuses pip installs without it (PEP 668); --user keeps them
-            # out of the system folders.
-            args.append("--break-system-packages")
-    args += ["-c", str(REQUIREMENTS / "constraints.txt"), "-r", str(REQUIREMENTS / REQUIREMENT_FILES[kind])]
-    return args
+ENV_FOLDER = "CROPLAND_EXTRACTOR_PACKAGES"
+
+
+def private_folder() -> Path:
+    """The folder the plugin installs its Python packages into, private to it and to this QGIS profile.
+
+    ``<QGIS profile>/python/cropland_extractor_packages/py3.11`` (one per Python version, since binary wheels
+    are), or the folder named by the ``CROPLAND_EXTRACTOR_PACKAGES`` environment variable. Nothing but this
+    plugin adds it to ``sys.path`` (:func:`activate`), so other Python programs never see these packages, and it
+    survives plugin updates (QGIS replaces the plugin's own folder).
+    """
+    if os.environ.get(ENV_FOLDER):
+        return Path(os.environ[ENV_FOLDER])
+    from qgis.core import QgsApplication
+
+    profile = Path(QgsApplication.qgisSettingsDirPath() or Path.home() / ".cropland_extractor")
+    return profile / "python" / "cropland_extractor_packages" / f"py{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def activate(folder: Path | None = None) -> bool:
+    """Put the private package folder first on ``sys.path`` (once) when it exists; return whether it is on it.
+
+    Called when the plugin loads and before each run, so packages installed by another QGIS session, or just
+    now by the installer, are found without a restart.
+    """
+    folder = Path(folder or private_folder())
+    if not folder.is_dir():
+        return False
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+    importlib.invalidate_caches()
+    return True
+
+
+def install_args(kind: str = "runtime", python: str | None = None, target: Path | None = None,
+                 requirements: list[str] | None = None, extra: list[str] | None = None) -> list[str]:
+    """Argument list of the pip command that installs the ``kind`` requirements ("runtime", "train", "gpu")
+    into the plugin's private folder (:func:`private_folder`, or ``target``).
+
+    ``--target`` never touches the system's or the user's site-packages (pip also skips the PEP 668
+    "externally managed" refusal for it), so numpy or pyproj installed here cannot override the system's for
+    other Python programs. ``requirements`` replaces the requirement file (tests install one small package);
+    ``extra`` is appended (e.g. ``--no-index --find-links DIR``).
+    """
+    args = [python or python_executable(), "-m", "pip", "install", "--upgrade", "--disable-pip-version-check",
+            "--target", str(target or private_folder())]
+    args += ["-c", str(REQUIREMENTS / "constraints.txt")]
+    args += list(requirements) if requirements else ["-r", str(REQUIREMENTS / REQUIREMENT_FILES[kind])]
+    return args + list(extra or [])
 
 
 def install_command(kind: str = "runtime", python: str | None = None) -> str:
     """The pip command of :func:`install_args` as one line to paste into a terminal.
 
-    For "gpu", onnxruntime-gpu replaces onnxruntime (both install the same package), so the CPU build is
-    uninstalled first.
+    For "gpu", onnxruntime-gpu replaces onnxruntime (both install the same package): a CPU build installed
+    outside the private folder is uninstalled first, and ``--upgrade`` replaces the one inside it.
     """
     command = " ".join(_quote(a) for a in install_args(kind, python))
     if kind == "gpu":
         uninstall = [python or python_executable(), "-m", "pip", "uninstall", "-y", "onnxruntime"]
         command = " ".join(_quote(a) for a in uninstall) + " && " + command
     return command
+
+
+def loaded_elsewhere(modules: dict[str, str] | None = None, folder: Path | None = None) -> list[str]:
+    """Packages already imported in this QGIS from outside the private folder that the folder now also holds:
+    the new copies only load after a restart (e.g. "numpy 1.24.2")."""
+    folder = Path(folder or private_folder()).resolve()
+    stale = []
+    for module in (modules or RUNTIME_MODULES):
+        loaded = sys.modules.get(module)
+        where = getattr(loaded, "__file__", None) if loaded is not None else None
+        if where and (folder / module).is_dir() and folder not in Path(where).resolve().parents:
+            stale.append(f"{module} {getattr(loaded, '__version__', '')}".strip())
+    return stale
+
+
+def after_install(modules: dict[str, str] | None = None, folder: Path | None = None) -> tuple[bool, str]:
+    """Load what was just installed without a restart when possible.
+
+    Returns (whether a restart is needed, a sentence for the user).
+    """
+    activate(folder)
+    stale = loaded_elsewhere(modules, folder)
+    if stale:
+        return True, (f"Installed, but QGIS must be restarted: {', '.join(stale)} was already loaded from "
+                      "elsewhere and the new copy only loads in a new QGIS session.")
+    missing = missing_modules(modules)
+    if missing:
+        return True, ("Installed, but these packages still do not import: "
+                      f"{', '.join(m.distribution + ' (' + m.error + ')' for m in missing)}. Restart QGIS and try "
+                      "again; if it persists, see the installer's output.")
+    return False, "Installed and loaded: Cropland Extractor can run now, no restart needed."
 
 
 def pip_available() -> bool:
@@ -210,14 +273,16 @@ def missing_message(missing: list[Missing], kind: str = "runtime") -> str:
         f"Cropland Extractor needs Python packages that QGIS's Python ({python_executable()}, "
         f"Python {sys.version.split()[0]}) cannot import: {names}.",
         "",
-        "Install them by running this command in a terminal, then restart QGIS:",
+        f"Install them into the plugin's own folder ({private_folder()}) with Plugins > Cropland Extractor > "
+        "Install Python Dependencies…, or by running this command in a terminal:",
         "",
         f"    {install_command(kind)}",
     ]
     if not pip_available():
         lines += ["", "This Python has no pip yet: install it first (Debian/Ubuntu: sudo apt install python3-pip; "
                   f"elsewhere: {_quote(python_executable())} -m ensurepip --user)."]
-    lines += ["", "In the QGIS window, Plugins > Cropland Extractor > Install Python Dependencies… runs it for you."]
+    lines += ["", "Packages installed there are loaded without a restart, unless an older copy was already loaded "
+              "(the installer then says so)."]
     return "\n".join(lines)
 
 
@@ -227,6 +292,7 @@ def require(kind: str = "runtime") -> None:
     ``kind``: "runtime" (extraction, ratio), "evaluate" (runtime + scipy) or "train" (runtime + PyTorch...).
     """
     modules = {"train": TRAINING_MODULES, "evaluate": EVALUATION_MODULES}.get(kind, RUNTIME_MODULES)
+    activate()
     missing = missing_modules(modules, try_import=kind != "train")  # importing torch only to check is too slow
     if missing:
         raise QgsProcessingException(missing_message(missing, "train" if kind == "train" else "runtime"))

@@ -8,7 +8,7 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMessageBox, QPushButton
 
-from . import deps
+from . import deps, results_viewer
 from .algorithms.base import ICON
 from .provider import CroplandProvider
 
@@ -19,6 +19,7 @@ class CroplandPlugin:
     """QGIS plugin interface: ``initProcessing`` (also used by qgis_process), ``initGui`` and ``unload``."""
 
     def __init__(self, iface):
+        deps.activate()  # packages installed into the plugin's own folder
         self.iface = iface
         self.provider: CroplandProvider | None = None
         self.actions: list[QAction] = []
@@ -30,6 +31,7 @@ class CroplandPlugin:
         if self.provider is None:
             self.provider = CroplandProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
+            results_viewer.install()
 
     def initGui(self) -> None:
         """Register the provider, add the menu entries and offer to install missing packages."""
@@ -61,6 +63,7 @@ class CroplandPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+            results_viewer.uninstall()
 
     def open_extract_dialog(self) -> None:
         """Open the Extract Cropland dialog of the Processing framework."""
@@ -90,12 +93,15 @@ class CroplandPlugin:
             "\n\nThis Python has no pip: install it first (Debian/Ubuntu: sudo apt install python3-pip).")
         answer = QMessageBox.question(
             self.iface.mainWindow(), "Cropland Extractor",
-            f"{status}\n\nRun this command to install the Python packages Cropland Extractor needs into "
-            f"QGIS's Python?\n\n{command}{extra}\n\nQGIS must be restarted afterwards.",
+            f"{status}\n\nInstall the Python packages Cropland Extractor needs into its own folder\n"
+            f"{deps.private_folder()}\n(only this plugin adds it to QGIS's Python; nothing else changes)? "
+            f"The command:\n\n{command}{extra}\n\nThey are loaded right away when possible; otherwise the "
+            "installer says that QGIS must be restarted.",
             QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
         if answer != QMessageBox.Yes:
             return False
-        self.dialog = InstallDialog(deps.install_args("runtime"), self.iface.mainWindow())
+        self.dialog = InstallDialog(deps.install_args("runtime"), self.iface.mainWindow(),
+                                    steps=len(deps.RUNTIME_MODULES), on_success=deps.after_install)
         self.dialog.show()
         self.dialog.start()
         if self.message is not None:

@@ -17,10 +17,12 @@ th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; }
 th { background: #eef2e6; font-weight: normal; }
 td.num { text-align: right; font-family: monospace; }
 p.note { color: #555; }
+ul.warnings li { color: #8a4b00; }
 """
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """One <td> for ``value``: numbers right-aligned with thousands separators, lists joined, None as a dash."""
     if isinstance(value, bool) or value is None:
         return f"<td>{html.escape(str(value) if value is not None else '–')}</td>"
     if isinstance(value, int):
@@ -36,7 +38,7 @@ def _cell(value: Any) -> str:
 def key_value_table(rows: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
     """A two-column table of labels and values."""
     items = rows.items() if isinstance(rows, Mapping) else rows
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in items)
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th>{cell(v)}</tr>" for k, v in items)
     return f"<table>{body}</table>"
 
 
@@ -52,8 +54,18 @@ def page(title: str, sections: Iterable[tuple[str, str]], note: str = "") -> str
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
 
-def extraction_report(report: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-    """Report of one Extract Cropland run from ``ExtractionResult.to_report()`` and the settings used."""
+def extraction_report(report: Mapping[str, Any], settings: Iterable[tuple[str, Any]],
+                      warnings: Iterable[str] = (), input_rows: Iterable[tuple[str, Any]] = ()) -> str:
+    """Report of one Extract Cropland run.
+
+    Args:
+        report: ``ExtractionResult.to_report()``.
+        settings: (label, value) pairs worded for a person (see the algorithm's ``settings_for_report``).
+        warnings: the run's warnings (resolution mismatch, stretching, CUDA not used...), shown first.
+        input_rows: more (label, value) rows for the Input section (area of interest...).
+    """
+    area_method = {"projected": "from the raster's projected CRS", "geodesic": "geodesic, on the CRS's ellipsoid",
+                   "pixel_size": "pixel size given by hand (raster without a CRS)"}
     areas = [
         ("Cropland area (ha)", report.get("cropland_area_ha")),
         ("Cropland area (m²)", report.get("cropland_area_m2")),
@@ -64,19 +76,25 @@ def extraction_report(report: Mapping[str, Any], settings: Mapping[str, Any]) ->
         ("Cropland / valid pixels", f"{report.get('cropland_pixels', 0):,} / {report.get('valid_pixels', 0):,}"),
         ("Pixel size (m)", report.get("pixel_size_m")),
         ("CRS", report.get("crs") or "none"),
-        ("Area method", report.get("area_method")),
+        ("Areas computed", area_method.get(report.get("area_method"), report.get("area_method"))),
     ]
     run = [
         ("Models", report.get("models")),
         ("Device", report.get("device")),
         ("Total time (s)", report.get("seconds")),
-        *[(f"  {stage} (s)", seconds) for stage, seconds in (report.get("stage_seconds") or {}).items()],
+        *[(f"  {stage.replace('_', ' ')} (s)", seconds)
+          for stage, seconds in (report.get("stage_seconds") or {}).items()],
     ]
-    sections = [
-        ("Input", key_value_table([("Raster", report.get("input"))])),
+    sections = []
+    warnings = list(warnings)
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        sections.append(("Warnings", f'<ul class="warnings">{items}</ul>'))
+    sections += [
+        ("Input", key_value_table([("Raster", report.get("input")), *input_rows])),
         ("Result", key_value_table(areas)),
         ("Run", key_value_table(run)),
-        ("Settings", key_value_table(settings)),
+        ("Settings", key_value_table(list(settings))),
         ("Outputs", key_value_table(report.get("outputs") or {})),
     ]
     return page("Cropland Extractor: Extract Cropland", sections)

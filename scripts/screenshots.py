@@ -2,9 +2,11 @@
 
 Run with any Python: it starts Xvfb, a throw-away QGIS profile with the plugin enabled, and
 ``qgis.bin --code scripts/screenshots.py``, which runs this same file inside QGIS. Inside QGIS it opens the
-sample raster, shows the Extract Cropland dialog and grabs the screen (``extract_dialog.png``), then runs the
-extraction through Processing (so the result loads with the plugin's styles) and grabs the window
-(``result.png``). Writes into docs/screenshots/ by default. Needs Xvfb (``apt-get install xvfb``).
+sample raster, shows the Extract Cropland dialog and grabs the screen (``extract_dialog.png``), shows the batch
+dialog with two rows filled (``batch_dialog.png``), runs the extraction through Processing (so the result loads
+named after the input, styled and ordered, and its report is listed in the Results Viewer) and grabs the window
+(``result.png``), then renders the HTML report (``report.png``). Writes into docs/screenshots/ by default. Needs
+Xvfb (``apt-get install xvfb``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 ENV_OUT, ENV_MODEL, ENV_REPO = "CROPLAND_SHOT_OUT", "CROPLAND_SHOT_MODEL", "CROPLAND_SHOT_REPO"
 SCREEN = (1400, 900)
+SHOTS = ("extract_dialog.png", "batch_dialog.png", "result.png", "report.png")
 
 
 # --- outside QGIS: the launcher ---------------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def launch(argv: list[str] | None = None) -> int:
         xvfb.terminate()
         xvfb.wait()
         shutil.rmtree(work, ignore_errors=True)
-    for name in ("extract_dialog.png", "result.png"):
+    for name in SHOTS:
         path = args.out / name
         print(f"{path}: {'written' if path.exists() else 'MISSING'}")
     return proc.returncode
@@ -77,9 +80,9 @@ def shoot() -> None:
     import tempfile
 
     import processing
-    from qgis.core import QgsProject, QgsRasterLayer
-    from qgis.PyQt.QtCore import QTimer
-    from qgis.PyQt.QtWidgets import QApplication
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+    from qgis.PyQt.QtCore import Qt, QTimer
+    from qgis.PyQt.QtWidgets import QApplication, QTextBrowser
     from qgis.utils import iface
 
     out = Path(os.environ[ENV_OUT])
@@ -95,16 +98,15 @@ def shoot() -> None:
     window.resize(*SCREEN)
 
     def step_open():
-        layer = QgsRasterLayer(str(sample), "NAIP 2012 sample (R,G,B,NIR)")
+        layer = QgsRasterLayer(str(sample), "naip_nd_2012")
         QgsProject.instance().addMapLayer(layer)
         state["layer"] = layer
         iface.mapCanvas().setExtent(layer.extent())
         shown_model = "" if Path(model) == repo / "resources" / "models" / "ensemble.json" else model
         dialog = processing.createAlgorithmDialog("cropland:extractcropland", {
-            "INPUT": layer, "BANDS": "1,2,3", "MODEL": shown_model, "MIN_AREA": 2000.0, "MAX_HOLE": 500.0,
-            "SIMPLIFY": 2.0})
-        dialog.resize(900, 700)
-        dialog.move((SCREEN[0] - 900) // 2, (SCREEN[1] - 700) // 2)
+            "INPUT": layer, "BANDS": [1, 2, 3], "MODEL": shown_model, "SIMPLIFY": 2.0})
+        dialog.resize(900, 760)
+        dialog.move((SCREEN[0] - 900) // 2, (SCREEN[1] - 760) // 2)
         dialog.show()
         state["dialog"] = dialog
         QTimer.singleShot(2500, step_grab_dialog)
@@ -112,15 +114,65 @@ def shoot() -> None:
     def step_grab_dialog():
         QApplication.primaryScreen().grabWindow(0).save(str(out / "extract_dialog.png"), "PNG", 0)
         state["dialog"].close()
-        processing.runAndLoadResults("cropland:extractcropland", {
-            "INPUT": state["layer"], "BANDS": "1,2,3", "MODEL": model, "MIN_AREA": 2000.0, "MAX_HOLE": 500.0,
-            "SIMPLIFY": 2.0, "OUTPUT": str(work / "fields.gpkg")})
+        from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+        from processing.tools import dataobjects
+        from qgis.core import QgsApplication
+
+        alg = QgsApplication.processingRegistry().createAlgorithmById("cropland:extractcropland")
+        batch = BatchAlgorithmDialog(alg, window)
+        panel = batch.mainWidget()
+        context = dataobjects.createContext()
+        while panel.batchRowCount() < 2:
+            panel.addRow()
+        for row, stem in enumerate(("naip_nd_2012", "naip_nd_2012_east")):
+            panel.wrappers[row][panel.parameter_to_column["INPUT"]].setParameterValue(str(sample), context)
+            for name, suffix in (("OUTPUT", "fields.gpkg"), ("OUTPUT_HTML", "report.html")):
+                panel.tblParameters.cellWidget(row + 1, panel.parameter_to_column[name]).setValue(
+                    f"/data/out/{stem}_{suffix}")
+        panel.checkLoadLayersOnCompletion.setChecked(True)
+        batch.show()
+        batch.setGeometry(20, 150, 1360, 420)
+        state["batch"] = batch
+        QTimer.singleShot(500, lambda: panel.tblParameters.horizontalScrollBar().setValue(
+            panel.tblParameters.horizontalScrollBar().maximum()))
+        QTimer.singleShot(1500, step_grab_batch)
+
+    def step_grab_batch():
+        state["batch"].grab().save(str(out / "batch_dialog.png"), "PNG", 0)
+        state["batch"].close()
+        report = work / "naip_nd_2012_report.html"
+        results = processing.runAndLoadResults("cropland:extractcropland", {
+            "INPUT": state["layer"], "BANDS": [1, 2, 3], "MODEL": model, "SIMPLIFY": 2.0,
+            "OUTPUT": str(work / "fields.gpkg"), "OUTPUT_MASK": str(work / "mask.tif"), "OUTPUT_HTML": str(report)})
+        from processing.core.ProcessingResults import resultsList
+
+        resultsList.addResult(icon=QgsApplication.processingRegistry().providerById("cropland").icon(),
+                              name="Report", result=results["OUTPUT_HTML"])  # as the dialog does
+        import qgis.utils
+
+        dock = qgis.utils.plugins["processing"].resultsDock
+        window.addDockWidget(Qt.RightDockWidgetArea, dock)
+        dock.show()
+        state["report"] = report
+        for node in QgsProject.instance().layerTreeRoot().findLayers():
+            if node.name().endswith("cropland mask"):
+                node.setItemVisibilityChecked(False)  # listed (under the fields) but not hiding the image
         iface.mapCanvas().setExtent(state["layer"].extent())
         iface.mapCanvas().refreshAllLayers()
         QTimer.singleShot(4000, step_grab_result)
 
     def step_grab_result():
         window.grab().save(str(out / "result.png"), "PNG", 0)
+        browser = QTextBrowser()
+        browser.setHtml(state["report"].read_text(encoding="utf-8"))
+        browser.resize(760, 880)
+        browser.show()
+        state["browser"] = browser
+        QTimer.singleShot(1000, step_grab_report)
+
+    def step_grab_report():
+        state["browser"].grab().save(str(out / "report.png"), "PNG", 0)
+        state["browser"].close()
         QgsProject.instance().removeAllMapLayers()
         shutil.rmtree(work, ignore_errors=True)
         QTimer.singleShot(200, lambda: QApplication.exit(0))

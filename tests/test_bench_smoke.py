@@ -49,6 +49,7 @@ def test_score_of_a_perfect_mask():
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_speed_bound_backends_vectorize_and_report_run(tmp_path, green_model):
     shared_path("mathorcup2020_cropland", "train", "images")
     out = tmp_path / "bench"
@@ -57,8 +58,9 @@ def test_speed_bound_backends_vectorize_and_report_run(tmp_path, green_model):
     speed = json.loads((out / "speed.json").read_text())
     row = speed["rows"][0]
     assert row["ok"] and row["width"] == row["height"] == 1024 and row["peak_rss_mib"] > 0
-    # one pass by default: no temporary rasters, so no "write_raster" stage
+    # one pass by default, and speed writes only the fields: no raster is written, not even a temporary one
     assert set(row["stage_seconds"]) >= {"read", "inference", "blend", "vectorize", "write_vector"}
+    assert "write_raster" not in row["stage_seconds"]
     _bench(tmp_path, "bound", "--speed-json", str(out / "speed.json"), "--seconds", "0.05", "--no-idle-check",
            "--out", str(out / "bound.json"))
     assert json.loads((out / "bound.json").read_text())["versus_speed"][0]["share_of_bound"] > 0
@@ -71,3 +73,23 @@ def test_speed_bound_backends_vectorize_and_report_run(tmp_path, green_model):
                     "--backends", str(out / "backends.json"), "--vectorize", str(out / "vectorize.json"),
                     "--accuracy", str(out / "none.json"), "--study", str(out / "none.json")).stdout
     assert "## Speed end to end" in report and "## Vectorising" in report and "1024 × 1024" in report
+
+
+@pytest.mark.shared
+def test_architectures_comparison_runs_resumes_and_reports(tmp_path):
+    """One tiny fit per row (1 step), scored on a held-out contest tile through the engine; a rerun resumes."""
+    shared_path("mathorcup2020_cropland", "train", "images")
+    out = tmp_path / "bench" / "arch.json"
+    args = ("--rows", "icnet", "--holdout", "Data5", "--steps", "1", "--crop", "64", "--batch-size", "2",
+            "--no-speed", "--no-fusions", "--out", str(out))
+    _bench(tmp_path, "architectures", *args)
+    result = json.loads(out.read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"all cropland (trivial)", "icnet"} and rows["icnet"]["raster"] == "Data5"
+    assert rows["all cropland (trivial)"]["iou"] == pytest.approx(0.5534, abs=1e-3)  # Data5's cropland share
+    assert 0 <= rows["icnet"]["iou"] <= 1 and 0 < rows["icnet"]["tile_agreement"] <= 1
+    assert result["models"]["icnet"]["parameters"] > 0 and result["models"]["icnet"]["onnx_bytes"] > 0
+    again = _bench(tmp_path, "architectures", *args).stdout
+    assert "resuming" in again and "training" not in again.split("resuming")[1].split("|")[0]
+    report = _bench(tmp_path, "architectures", "--report", str(out)).stdout
+    assert "| icnet |" in report and "| Data5 |" in report

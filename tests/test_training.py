@@ -173,10 +173,10 @@ def test_refuses_empty_and_missing_folder(tmp_path, synthetic, capsys):
 
 
 def test_refuses_unknown_architecture(synthetic, capsys):
-    code = main(["fit", "--images", str(synthetic[0]), "--labels", str(synthetic[1]), "--arch", "segnet",
+    code = main(["fit", "--images", str(synthetic[0]), "--labels", str(synthetic[1]), "--arch", "no_such_net",
                  "--out", "unused"])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown architecture 'segnet'" in err
+    assert code == 2 and "unknown architecture 'no_such_net'" in err
     assert all(name in err for name in ARCHITECTURES) and "smp:<Arch>:<encoder>" in err
     with pytest.raises(ArchitectureError, match="encoder"):
         build_model("smp:Unet:no_such_encoder")
@@ -223,6 +223,7 @@ def test_loss_ignores_ignored_pixels_and_has_boundary_term():
 
 # --- fitting ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_few_steps_lower_the_loss(synthetic, tmp_path):
     from training.loop import FitConfig, fit
 
@@ -259,6 +260,7 @@ def test_seed_makes_runs_reproducible(synthetic, tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_resume_continues_and_ctrl_c_keeps_last_checkpoint(synthetic, tmp_path, monkeypatch):
     from training import augment
     from training.loop import FitConfig, Interrupted, fit
@@ -289,6 +291,7 @@ def test_resume_continues_and_ctrl_c_keeps_last_checkpoint(synthetic, tmp_path, 
     assert not (tmp_path / "stopped" / "last.pt.tmp").exists()
 
 
+@pytest.mark.slow
 def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
     runs = []
     for arch in ("fcn_se_resnet50", "unet"):
@@ -309,11 +312,12 @@ def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
     # recompute one fold's fused IoU from the saved probabilities
     probs = [np.load(r / "fold_1" / "pred_Data1.npy").astype(np.float32) for r in runs]
     ref = read_label(synthetic[1] / "Data1_reference.tif") == 1
-    pred = np.mean(probs, axis=0) >= 0.5
+    pred = np.mean(probs, axis=0) > 0.5  # the engine's rule: cropland strictly above the threshold
     iou = np.sum(pred & ref) / np.sum(pred | ref)
     assert result["ensemble"]["rows"][0]["iou"] == pytest.approx(iou)
     assert "| Data1 |" in (tmp_path / "ens" / "ensemble_cv.md").read_text()
-    # the same folds scored through the engine (ONNX export, engine tiling/blending) agree closely
+    # the same folds scored through the engine (ONNX export with fp16 weights): training validation already runs
+    # the engine's tiling, blending and fusion, so only the weights' rounding is left between the two
     code = main(["evaluate-ensemble", *map(str, runs), "--labels", str(synthetic[1]), "--images",
                  str(synthetic[0]), "--engine", "--threads", "2", "--out", str(tmp_path / "ens_engine")])
     assert code == 0
@@ -321,12 +325,13 @@ def test_cross_validation_and_ensemble_files(synthetic, tmp_path):
     assert (tmp_path / "ens_engine" / "onnx" / "unet" / "fold_3.onnx").is_file()
     for name in ("fcn_se_resnet50", "unet"):
         torch_iou = result["members"][name]["mean"]["iou"]
-        assert engine_result["members"][name]["mean"]["iou"] == pytest.approx(torch_iou, abs=0.05)
-    assert engine_result["ensemble"]["mean"]["iou"] == pytest.approx(result["ensemble"]["mean"]["iou"], abs=0.05)
+        assert engine_result["members"][name]["mean"]["iou"] == pytest.approx(torch_iou, abs=0.01)
+    assert engine_result["ensemble"]["mean"]["iou"] == pytest.approx(result["ensemble"]["mean"]["iou"], abs=0.01)
 
 
 # --- export, parity, metadata, engine ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_parity_metadata_and_engine(trained, tmp_path):
     import onnx
 
@@ -456,8 +461,7 @@ def test_shipped_default_ensemble_fits_its_budget():
         assert meta.output == "probabilities" and meta.input_bands == [1, 2, 3]
         archs.add(meta.architecture)
     assert len(archs) == 3, archs  # three different registry architectures
-    assert spec["metrics"]["mean"]["iou"] >= 0.80
-    assert all(spec["metrics"]["mean"]["iou"] > m["iou"] for m in spec["metrics"]["members_mean"].values())
+    # its accuracy is measured, not read back from here: tests/test_training_engine_path.py
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
     options = ExtractOptions(device="cpu", threads=2, pixel_size_m=2.0)

@@ -37,15 +37,20 @@ def _str_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+class _DefaultsAndRawEpilog(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Option defaults in the help, and the epilog (the architecture list) printed as written."""
+
+
 def _add_fit(sub) -> None:
-    from .models import describe_architectures
+    from .models import architecture_help, describe_architectures
 
     p = sub.add_parser("fit", help="train one model (or cross-validate with --folds)",
                        description="Train a segmentation model on image/label rasters. Images and labels "
-                                   "pair by name (DataN.tif <-> DataN_reference.tif, or the same name). "
-                                   "Labels: "
-                                   "0 other, 1 cropland (0/255 reads 255 as cropland).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "pair by name\n(DataN.tif <-> DataN_reference.tif, or the same name). "
+                                   "Labels: 0 other, 1 cropland (0/255 reads 255\nas cropland).",
+                       epilog=architecture_help() + "\n\nComparison of all of them on the same data: "
+                                                    "docs/BENCHMARKS.md (bench/architectures.py).",
+                       formatter_class=_DefaultsAndRawEpilog)
     g = p.add_argument_group("data")
     g.add_argument("--images", required=True, type=Path, help="folder of training images")
     g.add_argument("--labels", required=True, type=Path, help="folder of label rasters")
@@ -69,7 +74,7 @@ def _add_fit(sub) -> None:
                                                       "(default: from the CRS, if projected)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", required=True, help=f"architecture: {describe_architectures()}")
-    g.add_argument("--width", type=int, help="base channel count of unet / attention_unet / fcn_se_resnet*")
+    g.add_argument("--width", type=int, help="base channel count of the custom (non-smp) architectures")
     g.add_argument("--decoder-channels", type=_int_list, help="smp Unet decoder widths, e.g. 128,64,32,16,16")
     g.add_argument("--weights",
                    help="local file of initial weights (state_dict), loaded with weights_only=True")

@@ -4,10 +4,12 @@ Images and labels pair by file name: ``DataN.tif`` <-> ``DataN_reference.tif`` (
 ``_mask``, ``_gt``), or the same name in both folders. Everything is checked before training starts
 (:func:`load_pairs`), so bad input fails in seconds with a message naming the file.
 
-Label convention on disk: 0 = other, 1 = cropland; a 0/255 label (no 1 in it) reads 255 as cropland; pixels
-equal to ``ignore_value`` are excluded from loss and metrics. In memory labels are uint8 with 0, 1 and
-:data:`IGNORE` (255). Images are float32, scaled and standardised as the model metadata says:
-``x = (raw / input_scale - mean) / std``.
+Rasters are read through the engine's reader (:class:`engine.io.FileSource`), so nodata values, internal masks,
+alpha bands and NaN mark pixels invalid exactly as when the model runs. Label convention on disk is the engine's
+mask rule (:mod:`engine.masks`): 0 = other, 1 = cropland; a 0/255 label (no 1 in it) reads 255 as cropland; pixels
+the file marks as nodata, pixels equal to ``ignore_value`` and pixels of invalid imagery are excluded from loss and
+metrics. In memory labels are uint8 with 0, 1 and :data:`IGNORE` (255). Images are float32, scaled and
+standardised as the model metadata says: ``x = (raw / input_scale - mean) / std``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Raster:
         label: (H, W) uint8 with 0 other, 1 cropland, :data:`IGNORE` excluded.
         image_path, label_path: where they came from.
         resolution_m: pixel size in metres when the raster has a projected CRS, else ``None``.
+        valid: (H, W) bool, False where the image is nodata (None = all valid).
     """
 
     name: str
@@ -42,6 +45,7 @@ class Raster:
     image_path: Path
     label_path: Path
     resolution_m: float | None = None
+    valid: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -102,42 +106,49 @@ def pair_files(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
 def read_label(path: Path, ignore_value: int | None = None) -> np.ndarray:
     """Read band 1 of a label raster as (H, W) uint8 in {0, 1, IGNORE}; raises :class:`DataError`.
 
-    Accepted values: 0 and 1, or 0 and 255 (255 = cropland), plus ``ignore_value``.
+    Accepted values (:mod:`engine.masks`): 0 and 1, or 0 and 255 (255 = cropland), plus ``ignore_value``; pixels the
+    file marks as nodata are :data:`IGNORE`.
     """
-    import rasterio
+    from engine import masks
+
+    raw, valid = _read_whole(path, [1], "label")
+    raw = raw[0]
+    if ignore_value is not None:
+        valid &= raw != ignore_value
+    problem = masks.check_values(np.unique(raw[valid]).tolist())
+    if problem:
+        hint = f" (ignore value {ignore_value} excluded)" if ignore_value is not None else ""
+        raise DataError(
+            f"label {path}: {problem}{hint}; labels must hold 0 (other) and 1 (cropland), "
+            "or 0 and 255; mark unlabelled pixels with --ignore-value.")
+    label = masks.decode(raw, valid).astype(np.uint8)
+    label[~valid] = IGNORE
+    return label
+
+
+def _read_whole(path: Path, bands: list[int] | None, role: str):
+    """(values float32 (bands, H, W), valid bool (H, W)) of a whole raster, read by the engine's reader; raises
+    :class:`DataError` naming ``role`` and the file."""
+    from engine.errors import CroplandError
+    from engine.io import FileSource
 
     try:
-        with rasterio.open(path) as ds:
-            raw = ds.read(1)
-    except rasterio.errors.RasterioError as exc:
-        raise DataError(f"label {path}: cannot read ({exc}).") from exc
-    ignored = np.zeros(raw.shape, bool) if ignore_value is None else raw == ignore_value
-    values = set(np.unique(raw[~ignored]).tolist())
-    if values <= {0, 1}:
-        label = raw.astype(np.uint8)
-    elif values <= {0, 255}:
-        label = (raw == 255).astype(np.uint8)
-    else:
-        bad = sorted(values - {0, 1, 255})
-        shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
-        hint = f" (ignore value {ignore_value} excluded)" if ignore_value is not None else ""
-        if not bad:
-            shown = "both 1 and 255"
-        raise DataError(
-            f"label {path}: unexpected value(s) {shown}{hint}; labels must hold 0 (other) and 1 (cropland), "
-            "or 0 and 255; mark unlabelled pixels with --ignore-value.")
-    label[ignored] = IGNORE
-    return label
+        with FileSource(path, bands) as src:
+            values, valid = src.read_inside(0, 0, src.height, src.width)
+    except CroplandError as exc:
+        raise DataError(f"{role} {path}: cannot read ({exc}).") from exc
+    return values, valid
 
 
 def read_image(path: Path, bands: list[int] | None,
                input_scale: float | None) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Read ``bands`` (1-based; ``None`` = all) as (bands, H, W) float32 divided by ``input_scale``, or, when
-    ``input_scale`` is None, mapped onto 0..1 by the raster's value range, decided by the engine's own
-    :func:`engine.normalize.value_range` (so training and inference agree; metadata ``"value_range"``).
+    """Read ``bands`` (1-based; ``None`` = all) as (bands, H, W) float32 through the engine's reader, divided by
+    ``input_scale``, or, when ``input_scale`` is None, mapped onto 0..1 by the raster's value range, decided by the
+    engine's own :func:`engine.normalize.value_range` (so training and inference agree; metadata
+    ``"value_range"``).
 
-    Returns (image, valid (H, W) bool: False where every band equals nodata or a value is NaN, resolution in m or
-    ``None``).
+    Returns (image, valid (H, W) bool: False where the engine's reader says nodata (nodata value in every band,
+    internal mask, alpha, NaN), resolution in m or ``None``). Non-finite values are set to 0.
     """
     import rasterio
 
@@ -147,26 +158,16 @@ def read_image(path: Path, bands: list[int] | None,
             chosen = bands or list(range(1, count + 1))
             if max(chosen) > count:
                 raise DataError(f"image {path} has {count} band(s); bands {chosen} were asked for (--bands).")
-            raw = ds.read(chosen)
-            nodata = ds.nodata
             dtype = ds.dtypes[chosen[0] - 1]
             try:
                 nbits = int(ds.tags(chosen[0], "IMAGE_STRUCTURE").get("NBITS", 0)) or None
             except ValueError:
                 nbits = None
-            res = None
-            if ds.crs is not None and ds.crs.is_projected:
-                res = float(abs(ds.transform.a))
+            res = float(abs(ds.transform.a)) if ds.crs is not None and ds.crs.is_projected else None
     except rasterio.errors.RasterioError as exc:
         raise DataError(f"image {path}: cannot read ({exc}).") from exc
-    valid = np.ones(raw.shape[1:], bool)
-    if nodata is not None and not np.isnan(nodata):
-        valid = ~np.all(raw == nodata, axis=0)
-    raw = raw.astype(np.float32)
-    finite = np.isfinite(raw)
-    if not finite.all():
-        valid &= finite.all(axis=0)
-        raw[~finite] = 0
+    raw, valid = _read_whole(path, chosen, "image")
+    raw[~np.isfinite(raw)] = 0
     if input_scale is not None:
         return raw / np.float32(input_scale), valid, res
     from engine.normalize import unit_values, value_range
@@ -202,7 +203,7 @@ def load_pairs(pairs: list[tuple[Path, Path]], bands: list[int] | None = None, i
         label[~valid] = IGNORE
         if np.all(label == IGNORE):
             raise DataError(f"label {lab_path} has no labelled pixel (all ignored or nodata).")
-        rasters.append(Raster(img_path.stem, image, label, img_path, lab_path, res))
+        rasters.append(Raster(img_path.stem, image, label, img_path, lab_path, res, None if valid.all() else valid))
     return rasters
 
 
@@ -260,10 +261,11 @@ def split_strip(raster: Raster, fraction: float) -> tuple[Raster, Raster]:
     h = raster.shape[0]
     cut = round(h * (1 - fraction))
     cut = min(max(cut, 32), h - 32)
+    valid = raster.valid
     top = Raster(raster.name, raster.image[:, :cut], raster.label[:cut], raster.image_path, raster.label_path,
-                 raster.resolution_m)
+                 raster.resolution_m, None if valid is None else valid[:cut])
     bottom = Raster(raster.name + "_val", raster.image[:, cut:], raster.label[cut:], raster.image_path,
-                    raster.label_path, raster.resolution_m)
+                    raster.label_path, raster.resolution_m, None if valid is None else valid[cut:])
     return top, bottom
 
 
@@ -281,5 +283,8 @@ def rescale(raster: Raster, factor: float) -> Raster:
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     image = np.stack([cv2.resize(b, size, interpolation=interp) for b in raster.image])
     label = cv2.resize(raster.label, size, interpolation=cv2.INTER_NEAREST)
+    valid = None
+    if raster.valid is not None:
+        valid = cv2.resize(raster.valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     res = raster.resolution_m / factor if raster.resolution_m else None
-    return Raster(raster.name, image, label, raster.image_path, raster.label_path, res)
+    return Raster(raster.name, image, label, raster.image_path, raster.label_path, res, valid)

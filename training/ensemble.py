@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.ensemble import fuse as engine_fuse
+from engine.masks import cropland
 from engine.metadata import ModelMetadata
 from engine.metrics import boundary_f1, pixel_metrics
 
@@ -28,19 +30,13 @@ from .errors import CheckpointError, DataError
 
 def fuse(probs: list[np.ndarray], weights: list[float] | None = None, fusion: str = "mean",
          threshold: float = 0.5) -> np.ndarray:
-    """Fuse members' (H, W) cropland probabilities into one (H, W) float32 score in 0..1.
+    """Fuse members' (H, W) cropland probabilities into one (H, W) float32 score in 0..1, exactly as the engine
+    fuses an ensemble (:func:`engine.ensemble.fuse`).
 
-    ``mean``: weighted mean of probabilities. ``vote``: weighted share of members whose probability >=
-    ``threshold`` (so the fused score >= 0.5 is a weighted majority; ties count as cropland).
+    ``mean``: weighted mean of probabilities. ``vote``: weighted share of members whose probability is above
+    ``threshold``; the fused score, like a probability, means cropland when above 0.5 (a strict majority).
     """
-    w = np.asarray(weights or [1.0] * len(probs), np.float32)
-    w = w / w.sum()
-    stack = np.stack([p.astype(np.float32) for p in probs])
-    if fusion == "vote":
-        stack = (stack >= threshold).astype(np.float32)
-    elif fusion != "mean":
-        raise ValueError(f"fusion must be 'mean' or 'vote', got {fusion!r}")
-    return np.tensordot(w, stack, axes=1)
+    return engine_fuse(probs, list(weights or [1.0] * len(probs)), fusion, [threshold] * len(probs))
 
 
 def _labels_by_name(folder: Path) -> dict[str, Path]:
@@ -83,7 +79,7 @@ def evaluate_cv_ensemble(runs: list[Path], labels_dir: Path, fusion: str = "mean
             if not pred_file.is_file():
                 raise CheckpointError(f"{pred_file} is missing.")
             probs.append(np.load(pred_file).astype(np.float32))
-        fused = fuse(probs, fusion=fusion, threshold=threshold) >= 0.5
+        fused = cropland(fuse(probs, fusion=fusion, threshold=threshold), 0.5)
         valid = ref != IGNORE
         m = pixel_metrics(fused, ref == 1, valid)
         m["boundary_f1"] = boundary_f1(fused, ref == 1, 2, valid)["f1"]
@@ -100,12 +96,11 @@ def evaluate_cv_with_engine(runs: list[Path], images_dir: Path, labels_dir: Path
 
     Every fold's ``last.pt`` is exported to ONNX (``out/onnx/<run>/fold_<k>.onnx``, fp16 weights by default)
     and run by the engine (:func:`engine.api.extract_array`: its tiling, blending and normalisation) on the
-    held-out raster, alone and fused in one ``ensemble.json`` per fold. Scores use the fused probability >= 0.5
+    held-out raster, alone and fused in one ``ensemble.json`` per fold. Scores use the fused probability > 0.5
     (no post-processing). Returns the same structure as :func:`evaluate_cv_ensemble`.
     """
-    import rasterio
-
     from engine.api import ExtractOptions, extract_array, load_model
+    from engine.io import FileSource
 
     from .data import pair_files
     from .export import export_checkpoint
@@ -126,15 +121,16 @@ def evaluate_cv_with_engine(runs: list[Path], images_dir: Path, labels_dir: Path
                                   parity_image=images[raster])
             paths.append(onnx_path)
         write_ensemble_json(out / "onnx" / f"fold_{fold}.ensemble.json", paths, f"fold {fold}", fusion=fusion)
-        with rasterio.open(images[raster]) as ds:
-            raw = ds.read()
+        with FileSource(images[raster]) as src:  # the engine's reader: nodata, masks and NaN as when it runs
+            raw, image_valid = src.read_inside(0, 0, src.height, src.width)
         ref = read_label(labels[raster], ignore_value)
         valid = ref != IGNORE
         targets = [(Path(r).name, p) for r, p in zip(runs, paths, strict=True)]
         targets.append(("ensemble", out / "onnx" / f"fold_{fold}.ensemble.json"))
         for name, model_path in targets:
-            _, prob, _ = extract_array(raw, load_model(model_path, options), options=options)
-            pred = np.nan_to_num(prob, nan=0.0) >= 0.5
+            _, prob, _ = extract_array(raw, load_model(model_path, options), valid_mask=image_valid,
+                                       options=options)
+            pred = cropland(prob, 0.5)
             m = pixel_metrics(pred, ref == 1, valid)
             m["boundary_f1"] = boundary_f1(pred, ref == 1, 2, valid)["f1"]
             row = {"fold": fold, "raster": raster, **{k: m[k] for k in COLUMNS}}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.metadata import ModelMetadata
+from engine.metadata import METADATA_KEY, ModelMetadata
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import CheckpointError, DataError, TrainingError
@@ -206,3 +206,61 @@ def run_export(args) -> int:
     print(f"wrote {report['onnx']} ({report['bytes'] / 2**20:.2f} MiB); parity max |diff| "
           f"{report['parity_max_abs_diff']:.2e} <= {report['tolerance']:.0e} on {report['parity_input']}")
     return 0
+
+
+def restamp_metadata(path: str | Path) -> bool:
+    """Rewrite the metadata of an exported ONNX model from the engine record it carries (graph untouched).
+
+    Models exported before the Deepness keys were JSON-encoded (``model_type`` = ``Segmentor``) load in
+    Deepness after this. Returns whether the file changed; raises :class:`engine.errors.ModelError` for a file
+    without engine metadata.
+    """
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = ModelMetadata.from_onnx_props(props, str(path))
+    wanted = {**props, **metadata.to_onnx_props()}
+    wanted[METADATA_KEY] = props[METADATA_KEY]  # the engine's record is kept byte for byte
+    if wanted == props:
+        return False
+    del proto.metadata_props[:]
+    for key, value in wanted.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return True
+
+
+def deepness_copy(path: str | Path, out: str | Path, size: int | None = None) -> Path:
+    """Write a copy of the exported model ``path`` whose input height and width are fixed, for Deepness.
+
+    Deepness (0.6.5) sets its tile size from the model's input shape and cannot use a dynamic one; the engine
+    keeps using the dynamic original (any tile size). ``size``: the fixed edge in pixels (default: the
+    metadata's ``tile_size``). The batch dimension stays dynamic; weights and metadata are unchanged.
+    Returns ``out``.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = ModelMetadata.from_onnx_props(props, str(path))
+    size = int(size or metadata.tile_size)
+    multiple = int(metadata.extra.get("size_multiple", 1) or 1)
+    if size % multiple:
+        raise DataError(f"{path}: the fixed size {size} px must be a multiple of {multiple} px for this network.")
+    for value in (*proto.graph.input[:1], *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for axis in (2, 3):
+                dims[axis].ClearField("dim_param")
+                dims[axis].dim_value = size
+    del proto.graph.value_info[:]  # intermediate shapes were inferred for symbolic sizes; ONNX Runtime re-infers
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.masks import cropland
 from engine.metadata import ModelMetadata
 from engine.metrics import boundary_f1, metrics_from_counts, pixel_metrics
 
@@ -114,12 +115,13 @@ def evaluate(model: torch.nn.Module, rasters: list[Raster], cfg: FitConfig, devi
     bf1, probs = [], {}
     for r in rasters:
         prob = predict_probabilities(model, r.image, cfg.mean, cfg.std, cfg.tile, cfg.overlap, device,
-                                     cfg.eval_batch_size)
+                                     cfg.eval_batch_size, valid=r.valid)
         valid = r.label != IGNORE
-        m = pixel_metrics(prob >= 0.5, r.label == 1, valid)
+        pred = cropland(prob, 0.5)  # the engine's rule, at the default threshold
+        m = pixel_metrics(pred, r.label == 1, valid)
         for k in counts:
             counts[k] += int(m[k])
-        bf1.append(boundary_f1(prob >= 0.5, r.label == 1, 2, valid)["f1"])
+        bf1.append(boundary_f1(pred, r.label == 1, 2, valid)["f1"])
         if keep:
             probs[r.name] = prob
     out = metrics_from_counts(counts)

@@ -6,7 +6,7 @@ import configparser
 import os
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingParameterDefinition
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
@@ -29,6 +29,9 @@ class CroplandAlgorithm(QgsProcessingAlgorithm):
     DISPLAY_NAME = ""
     HELP_TEXT = ""
     HELP_ANCHOR = ""
+    GROUP = ""
+    GROUP_ID = ""
+    TAGS: tuple[str, ...] = ()
 
     def tr(self, text: str) -> str:
         """Translate ``text`` in the plugin's context."""
@@ -44,15 +47,38 @@ class CroplandAlgorithm(QgsProcessingAlgorithm):
         return self.tr(self.DISPLAY_NAME)
 
     def shortHelpString(self) -> str:
-        return self.tr(self.HELP_TEXT)
+        """The help text: HTML in QGIS, plain text in qgis_process (which prints it as it is)."""
+        from ..help_page import for_this_application
+
+        return for_this_application(self.tr(self.HELP_TEXT))
+
+    def group(self) -> str:
+        return self.tr(self.GROUP)
+
+    def groupId(self) -> str:
+        return self.GROUP_ID
+
+    def tags(self) -> list[str]:
+        """Words the Toolbox search finds this algorithm by."""
+        return [self.tr(tag) for tag in self.TAGS]
 
     def helpUrl(self) -> str:
-        if not HELP.exists():
+        """A rendered HTML help page of this algorithm (see :mod:`plugin.help_page`)."""
+        from ..help_page import write
+
+        try:
+            return QUrl.fromLocalFile(str(write(self, HELP))).toString()
+        except OSError:
             return ""
-        url = QUrl.fromLocalFile(str(HELP))
-        if self.HELP_ANCHOR:
-            url.setFragment(self.HELP_ANCHOR)
-        return url.toString()
+
+    def add(self, parameter, help_text: str = "", advanced: bool = False):
+        """Add ``parameter`` with its tooltip/help text; ``advanced`` puts it under Advanced Parameters."""
+        if help_text:
+            parameter.setHelp(self.tr(help_text))
+        if advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+        return parameter
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))

@@ -40,6 +40,10 @@ class EvaluateAlgorithm(CroplandAlgorithm):
     NAME = "evaluate"
     DISPLAY_NAME = "Evaluate Against Reference"
     HELP_ANCHOR = "evaluate-against-reference"
+    GROUP = "Statistics and evaluation"
+    GROUP_ID = "statistics"
+    TAGS = ("cropland", "evaluate", "accuracy", "iou", "f1", "precision", "recall", "reference", "field", "parcel",
+            "boundary", "segmentation", "polygon")
     HELP_TEXT = (
         "Compares a cropland prediction with a reference. Each may be a mask raster (1 = cropland, 0 = other, "
         "nodata ignored) or a polygon layer. A raster's grid is used (the prediction's first); two polygon "

@@ -35,6 +35,9 @@ class CroplandRatioAlgorithm(CroplandAlgorithm):
     NAME = "croplandratio"
     DISPLAY_NAME = "Cropland Area Ratio"
     HELP_ANCHOR = "cropland-area-ratio"
+    GROUP = "Statistics and evaluation"
+    GROUP_ID = "statistics"
+    TAGS = ("cropland", "area", "ratio", "statistics", "mask", "field", "parcel", "polygon", "hectare", "agriculture")
     HELP_TEXT = (
         "Measures the cropland area, the valid (not nodata) area in m² and the cropland ratio = cropland / "
         "valid.<br><br>"

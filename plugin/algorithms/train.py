@@ -33,6 +33,9 @@ class TrainModelAlgorithm(CroplandAlgorithm):
     NAME = "trainmodel"
     DISPLAY_NAME = "Train Cropland Model"
     HELP_ANCHOR = "train-cropland-model"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    TAGS = ("cropland", "train", "model", "deep learning", "onnx", "segmentation", "field", "parcel", "label")
     HELP_TEXT = (
         "Trains a cropland segmentation model on your own data and exports it as an ONNX file that "
         "<i>Extract Cropland</i> can use (choose it in its Model parameter).<br><br>"

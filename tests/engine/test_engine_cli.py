@@ -50,6 +50,7 @@ def test_several_inputs_refused_before_any_work_when_one_output_exists(tmp_path,
     assert not (tmp_path / "f_a.gpkg").exists()
 
 
+@pytest.mark.shared
 def test_stats_on_contest_labels(capsys):
     labels = shared_path("mathorcup2020_cropland", "train", "labels")
     files = sorted(labels.glob("Data*_reference.tif"))

@@ -117,6 +117,7 @@ def _lpis(base):
     return parcels, gb_ha, whole
 
 
+@pytest.mark.shared
 def test_denmark_parcel_areas_match_lpis_gb():
     """Each LPIS parcel wholly inside the tile, vectorised from the 10 m instance raster, has its declared area
     (GB, ha) within 2 %, or within the rasterisation error (half a 10 m pixel along its outline) for small ones;
@@ -142,6 +143,7 @@ def test_denmark_parcel_areas_match_lpis_gb():
     assert strict >= 0.9 * whole.sum()
 
 
+@pytest.mark.shared
 def test_denmark_mask_vectorised_area():
     """The merged LPIS mask vectorised: total field area equals the parcels' area within 0.5 %, polygons are
     valid and lie where the parcels are."""
@@ -159,6 +161,7 @@ CONTEST_RATIOS = {"Data1": 0.8329, "Data2": 0.8423, "Data4": 0.7468, "Data5": 0.
                   "Data8": 0.8389}
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("name", sorted(CONTEST_RATIOS))
 def test_contest_label_ratios_and_areas(name):
     label = shared_path("mathorcup2020_cropland", "train", "labels", f"{name}_reference.tif")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import sys
 
@@ -10,7 +11,7 @@ from plugin_testkit import FIELDS, HEIGHT, PIXEL_M, REPO, WIDTH, field_pixels, s
 
 pytestmark = pytest.mark.qgis
 
-FIELD_NAMES = ["id", "area_m2", "area_ha", "perimeter_m", "mean_prob"]
+FIELD_NAMES = ["id", "area_m2", "area_ha", "perimeter_m", "mean_prob", "source", "model", "model_ver", "run_date"]
 
 
 class RecordingFeedback:
@@ -68,6 +69,10 @@ def test_extract_writes_fields_mask_probability_report(provider, tiny_model, dat
     assert areas == pytest.approx(sorted(h * w * PIXEL_M**2 for _, _, h, w in FIELDS), rel=0.01)
     assert sum(areas) == pytest.approx(result["CROPLAND_AREA_M2"], rel=0.01)
     assert all(f["mean_prob"] > 0.9 for f in layer.getFeatures())
+    assert {(f["source"], f["model"]) for f in layer.getFeatures()} == {("rgb_a", "tiny_green")}
+    assert len({f["model_ver"] for f in layer.getFeatures()}) == 1 and len(layer.getFeature(1)["model_ver"]) == 12
+    assert all(f["run_date"].startswith(str(datetime.date.today().year)) for f in layer.getFeatures())
+    assert "area_ac" not in [f.name() for f in layer.fields()]  # a metric project: no acres unless asked
     del layer
 
     for name in ("mask.tif", "prob.tif"):

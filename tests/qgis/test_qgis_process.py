@@ -82,7 +82,8 @@ def test_qgis_process_without_packages_prints_the_install_command(tmp_path, qgis
     assert proc.returncode != 0
     assert "-m pip install" in output and "runtime.txt" in output and "onnxruntime" in output
     # qgis_process's sys.executable is whatever python3 is first on PATH; the command must name QGIS's own.
-    assert f'"{SYSTEM_PYTHON}" -m pip install --user' in output
+    assert f'"{SYSTEM_PYTHON}" -m pip install --upgrade --disable-pip-version-check --target' in output
+    assert "--user" not in output and "cropland_extractor_packages" in output
     assert "Traceback" not in output
     assert not (tmp_path / "fields.gpkg").exists()
 

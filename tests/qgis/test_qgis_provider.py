@@ -41,7 +41,8 @@ def test_extract_parameters_and_outputs(provider):
 
     alg = QgsApplication.processingRegistry().algorithmById("cropland:extractcropland")
     params = {p.name(): p for p in alg.parameterDefinitions()}
-    assert set(params) == {"INPUT", "BANDS", "MODEL", "DEVICE", "TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA",
+    assert set(params) == {"INPUT", "BANDS", "MODEL", "EXTENT", "AOI", "DEVICE", "AREA_UNITS",
+                           "TILE_SIZE", "OVERLAP", "THRESHOLD", "MIN_AREA",
                            "MAX_HOLE", "SIMPLIFY", "PIXEL_SIZE", "TTA", "STRETCH", "SPLIT", "RESAMPLE", "OUTPUT",
                            "OUTPUT_MASK", "OUTPUT_PROBABILITY", "OUTPUT_HTML"}
     advanced = {n for n, p in params.items() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
@@ -64,9 +65,12 @@ def test_parameter_defaults_match_the_engine(provider):
 
     alg = QgsApplication.processingRegistry().algorithmById("cropland:extractcropland")
     defaults = ExtractOptions()
-    for name, attribute in (("MIN_AREA", "min_area_m2"), ("MAX_HOLE", "max_hole_m2"), ("SIMPLIFY", "simplify_m"),
-                            ("TTA", "tta"), ("TILE_SIZE", "tile_size"), ("THRESHOLD", "threshold")):
+    for name, attribute in (("SIMPLIFY", "simplify_m"), ("TTA", "tta"), ("TILE_SIZE", "tile_size"),
+                            ("THRESHOLD", "threshold")):
         assert alg.parameterDefinition(name).defaultValue() == getattr(defaults, attribute), name
+    # MIN_AREA / MAX_HOLE default to empty: chosen from the model's resolution at run time (engine.defaults)
+    for name in ("MIN_AREA", "MAX_HOLE"):
+        assert alg.parameterDefinition(name).defaultValue() is None, name
     from cropland_extractor.engine.options import RESAMPLES, SPLITS
     from cropland_extractor.plugin.algorithms import extract
 
@@ -155,7 +159,8 @@ def test_missing_package_gives_install_command_for_qgis_python(tmp_path, plugins
     assert "MESSAGE-START" in out, out + proc.stderr
     message = out[out.index("MESSAGE-START"):out.index("MESSAGE-END")]
     assert "onnxruntime" in message and "rasterio" in message
-    assert f'"{SYSTEM_PYTHON}" -m pip install --user' in message
+    assert f'"{SYSTEM_PYTHON}" -m pip install --upgrade --disable-pip-version-check --target' in message
+    assert "--user" not in message and "cropland_extractor_packages" in message
     assert str(REPO / "requirements" / "runtime.txt") in message.replace(str(plugins_dir / PLUGIN_NAME), str(REPO))
     assert "-c " in message and "constraints.txt" in message
     assert "Traceback" not in message

@@ -134,6 +134,7 @@ def test_runner_streams_lines_in_order():
     assert status == 3 and seen == ["0", "1", "2", "3", "4"] and tail == seen
 
 
+@pytest.mark.slow
 def test_the_command_line_matches_the_real_training_cli():
     """Every option the algorithm passes exists in ``python -m training fit/export --help``."""
     if not (REPO / "training" / "__main__.py").exists():

@@ -1,5 +1,13 @@
 """Segmentation architectures of ``python -m training``; see :mod:`training.models.registry`."""
 
-from .registry import ARCHITECTURES, SMP_ARCHITECTURES, build_model, describe_architectures
+from .registry import (
+                       ARCHITECTURES,
+                       DESCRIPTIONS,
+                       SMP_ARCHITECTURES,
+                       architecture_help,
+                       build_model,
+                       describe_architectures,
+)
 
-__all__ = ["ARCHITECTURES", "SMP_ARCHITECTURES", "build_model", "describe_architectures"]
+__all__ = ["ARCHITECTURES", "DESCRIPTIONS", "SMP_ARCHITECTURES", "architecture_help", "build_model",
+           "describe_architectures"]

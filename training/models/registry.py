@@ -16,7 +16,10 @@ from torch import nn
 
 from ..errors import ArchitectureError, CheckpointError
 from .attention_unet import build_attention_unet
+from .fcn_resnet34 import build_fcn_resnet34
 from .fcn_se_resnet import build_fcn_se_resnet50, build_fcn_se_resnet101
+from .icnet import build_icnet
+from .segnet import build_segnet
 from .smp_models import build_smp, smp_architectures
 from .unet import build_unet
 
@@ -25,6 +28,28 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "attention_unet": build_attention_unet,
     "fcn_se_resnet50": build_fcn_se_resnet50,
     "fcn_se_resnet101": build_fcn_se_resnet101,
+    "fcn_resnet34": build_fcn_resnet34,
+    "segnet": build_segnet,
+    "icnet": build_icnet,
+}
+
+#: One line per architecture, for ``python -m training fit --help`` (a test checks every name has one).
+DESCRIPTIONS: dict[str, str] = {
+    "unet": "U-Net (Ronneberger 2015), 4 poolings, width..16*width channels (paper: width 64)",
+    "attention_unet": "U-Net with additive attention gates on the skips (Oktay 2018); the original study's 3rd model",
+    "fcn_se_resnet50": "FCN-1s decoder on SE-ResNet50 (study's main model; global SE pooling: tile-size dependent)",
+    "fcn_se_resnet101": "the same on SE-ResNet101 [3,4,23,3] (study's 2nd model; tile-size dependent)",
+    "fcn_resnet34": "FCN-8s skips (stride 32/16/8 scores) on a ResNet34 encoder, random init",
+    "segnet": "SegNet: VGG16-BN encoder, decoder upsamples with max-pooling indices (MaxUnpool)",
+    "icnet": "ICNet: 3-resolution cascade (1/4, 1/2, 1) for speed; local instead of global pyramid pooling",
+}
+
+#: One line per segmentation_models_pytorch architecture used in this project (any smp architecture builds).
+SMP_DESCRIPTIONS: dict[str, str] = {
+    "Unet": "U-Net decoder on an smp encoder (--decoder-channels slims it)",
+    "Linknet": "LinkNet: additive skips, light decoder (~half U-Net's parameters)",
+    "FPN": "feature pyramid network decoder, output at 1/4 upsampled",
+    "PSPNet": "pyramid pooling over the whole tile (tile-size dependent; no ONNX export with a dynamic size)",
 }
 
 SMP_PREFIX = "smp:"
@@ -41,6 +66,19 @@ def describe_architectures() -> str:
     """One line naming the registry's architectures and the smp form."""
     return (f"{', '.join(ARCHITECTURES)}, or smp:<Arch>:<encoder> with Arch one of "
             f"{', '.join(smp_architectures())} (e.g. smp:Unet:mobilenet_v2)")
+
+
+def architecture_help() -> str:
+    """Multi-line listing of every architecture with its one-line description (for ``fit --help``)."""
+    width = max(len(n) for n in ARCHITECTURES) + 2
+    lines = ["architectures (--arch; --width scales the custom ones, default 64 = the papers'):"]
+    lines += [f"  {name:<{width}}{DESCRIPTIONS[name]}" for name in ARCHITECTURES]
+    lines.append("  smp:<Arch>:<encoder>  segmentation_models_pytorch, random init (e.g. smp:Linknet:mobilenet_v2):")
+    lines += [f"    {arch:<{width - 2}}{text}" for arch, text in SMP_DESCRIPTIONS.items()]
+    others = [a for a in smp_architectures() if a not in SMP_DESCRIPTIONS]
+    if others:
+        lines.append(f"    also: {', '.join(others)}")
+    return "\n".join(lines)
 
 
 def build_model(name: str, in_channels: int = 3, classes: int = 2, width: int | None = None,

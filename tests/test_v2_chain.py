@@ -1,0 +1,141 @@
+"""CI trains a tiny v2 model end to end: catalogue -> fit -> export -> ensemble.json -> engine.
+
+The data is a synthetic set in the NAIP set's own on-disk format (JPEG-in-PNG tiles + a VIA polygon file), read by
+the catalogue's NAIP reader, so the whole chain runs in seconds without ../shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.datasets import load_scenes
+from training.v2 import main
+
+TILE = 96
+#: Four fields per tile (first and last column and row, inclusive); fields 1 and 2 share an edge, roads elsewhere.
+FIELDS = [(4, 4, 43, 43), (44, 4, 91, 43), (4, 50, 43, 91), (50, 50, 91, 91)]
+
+
+def make_naip_like(root, n_tiles: int = 5) -> None:
+    """``root/naip_us_fields_agoro`` with ``n_tiles`` 96 x 96 px tiles and their VIA annotations."""
+    folder = root / "naip_us_fields_agoro"
+    (folder / "images_png").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    via = {}
+    for t in range(n_tiles):
+        name = f"{40 + t}.0--{90 + t}.0"
+        img = np.full((TILE, TILE, 3), (90, 80, 70), np.float32)  # roads and yards
+        regions = []
+        for k, (x0, y0, x1, y1) in enumerate(FIELDS):
+            colour = rng.uniform(60, 220, 3)
+            img[y0:y1 + 1, x0:x1 + 1] = colour
+            img[y0:y1 + 1, x0:x1 + 1, k % 3] += 25 * np.sin(np.arange(x1 - x0 + 1) / 2.0)  # rows of crops
+            xs, ys = [x0 - 0.4, x1 + 0.4, x1 + 0.4, x0 - 0.4], [y0 - 0.4, y0 - 0.4, y1 + 0.4, y1 + 0.4]
+            regions.append({"shape_attributes": {"name": "polygon", "all_points_x": xs, "all_points_y": ys},
+                            "region_attributes": {}})
+        img += rng.normal(0, 4, img.shape)
+        cv2.imwrite(str(folder / "images_png" / f"{name}.png"),
+                    np.clip(img, 0, 255).astype(np.uint8)[:, :, ::-1])  # OpenCV writes BGR
+        via[f"{name}.png123"] = {"filename": f"{name}.png", "size": 123, "regions": regions}
+    (folder / "annotations_via.json").write_text(json.dumps(via))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared_data")
+    make_naip_like(root)
+    return root
+
+
+FIT = ["--arch", "unet", "--width", "4", "--datasets", "naip", "--tile", "64", "--overlap", "16",
+       "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "3", "--threads", "1", "--lr", "5e-3"]
+
+
+def test_catalogue_reads_the_fixture_like_the_real_set(data_root):
+    scenes = load_scenes(["naip"], data_root, log=lambda _: None)
+    assert [s.split for s in scenes] == ["train"] * 4 + ["val"]
+    s = scenes[0]
+    assert s.instances.max() == 4 and (s.extent == 1).sum() == sum((x1 - x0 + 1) * (y1 - y0 + 1)
+                                                                   for x0, y0, x1, y1 in FIELDS)
+    assert s.boundary[20, 43] == 1 and s.boundary[20, 44] == 1  # the shared edge of fields 1 and 2
+
+
+def test_chain_catalogue_fit_export_engine(data_root, tmp_path, capsys):
+    from engine.api import extract_array, load_model
+    from engine.metadata import METADATA_KEY
+
+    assert main(["catalogue", "--datasets", "naip", "--data-root", str(data_root),
+                 "--json", str(tmp_path / "catalogue.json")]) == 0
+    table = json.loads((tmp_path / "catalogue.json").read_text())
+    assert table["naip"]["train"]["fields"] == 16 and table["naip"]["val"]["scenes"] == 1
+
+    run = tmp_path / "run"
+    assert main(["fit", *FIT, "--val-every", "2", "--data-root", str(data_root), "--out", str(run)]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 2 and "val_naip_object_f1" in rows[0] and "train_boundary_tversky" in rows[0]
+    assert rows[0]["val_score"] == "" and float(rows[1]["val_score"]) >= 0  # validated every 2nd epoch
+    log = (run / "train.log").read_text()
+    assert "epoch 1 step 3 loss" in log and "not validated" in log and "epoch 2 step 6" in log
+
+    onnx = tmp_path / "models" / "tiny.onnx"
+    assert main(["export", str(run / "best.pt"), "--onnx", str(onnx), "--tile-size", "64"]) == 0
+    assert main(["ensemble", str(onnx), "--out", str(tmp_path / "models" / "ensemble.json")]) == 0
+
+    assert main(["evaluate", str(tmp_path / "models" / "ensemble.json"), "--datasets", "naip", "--data-root",
+                 str(data_root), "--tile", "64", "--overlap", "16", "--json", str(tmp_path / "eval.json")]) == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())["naip"]
+    field_px = sum((x1 - x0 + 1) * (y1 - y0 + 1) for x0, y0, x1, y1 in FIELDS)
+    assert scores["baseline_iou"] == pytest.approx(field_px / TILE**2, abs=1e-4)  # the val tile's field share
+    assert {"iou", "boundary_f1", "object_f1", "ratio_error"} <= set(scores)
+
+    ens = load_model(tmp_path / "models" / "ensemble.json")
+    member = ens.members[0]
+    outputs = [o.name for o in member.session.get_outputs()]
+    assert outputs == ["extent", "boundary"]
+    props = member.session.get_modelmeta().custom_metadata_map
+    record = json.loads(props[METADATA_KEY])
+    assert record["outputs"] == ["extent", "boundary"]
+    assert record["resolution_range_m"] == [1.0, 10.0] and record["resolution_m"] == 1.0
+    assert record["stretch"] == "percentile"
+
+    img = cv2.imread(str(next((data_root / "naip_us_fields_agoro" / "images_png").glob("*.png"))))[:, :, ::-1]
+    raw = np.ascontiguousarray(img.transpose(2, 0, 1))
+    result, prob, mask = extract_array(raw, model=ens)
+    assert prob.shape == (TILE, TILE) and np.isfinite(prob).all() and set(np.unique(mask)) <= {0, 1}
+    assert result.cropland_ratio == pytest.approx(float((mask == 1).mean()))
+    assert result.models == ["run (tiny.onnx)"]  # member name = the run folder
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    extent, boundary = member.session.run(None, {"input": x})
+    assert extent.shape == boundary.shape == (1, 2, 64, 64)
+    np.testing.assert_allclose(extent.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(boundary.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(member(x), extent[:, 1], atol=1e-6)  # the engine's extent is the first output
+
+
+def test_resume_continues_the_same_run(data_root, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["fit", *FIT, "--data-root", str(data_root), "--out", str(straight)]) == 0
+    assert main(["fit", *FIT, "--max-steps", "3", "--data-root", str(data_root), "--out", str(split)]) == 0
+    assert load_checkpoint(split / "last.pt")["step"] == 3
+    assert main(["fit", *FIT, "--data-root", str(data_root), "--out", str(split),
+                 "--resume", str(split / "last.pt")]) == 0
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(v, b["state_dict"][k], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_refuses_other_options(data_root, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["fit", *FIT, "--max-steps", "1", "--data-root", str(data_root), "--out", str(run)]) == 0
+    other = [a if a != "3" else "4" for a in FIT]  # steps-per-epoch 4
+    assert main(["fit", *other, "--data-root", str(data_root), "--out", str(run),
+                 "--resume", str(run / "last.pt")]) == 2
+    assert "steps_per_epoch" in capsys.readouterr().err
