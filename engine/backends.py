@@ -129,6 +129,8 @@ def named_outputs(outputs: dict[str, np.ndarray], meta: ModelMetadata) -> np.nda
                 channels = [0]
             elif name == "extent":
                 channels = [meta.cropland_class]
+            elif scores.shape[1] == 2:  # softmax over (not edge, edge), as training.v2 exports it
+                channels = [1]
             else:
                 raise ModelError(f"model {meta.name}: output {name!r} reads {scores.shape[1]} channels of "
                                  f"{tensor!r}; its metadata must say which with 'channels'.")

@@ -26,6 +26,18 @@ the channels summed after it (default: the only one, or ``cropland_class`` for t
 (background, interior, boundary) is thus ``{"extent": {"tensor": "logits", "activation": "logits",
 "channels": [1, 2]}, "boundary": {"tensor": "logits", "activation": "logits", "channels": [2]}}``.
 A model without ``outputs`` (v1) has only the extent, read as ``output``/``cropland_class`` say.
+
+``outputs`` may also be a plain list of names, the graph's output tensors in order, as ``python -m training.v2
+export`` writes it (``["extent", "boundary"]``, optionally ``"distance"``): each name reads the tensor of that
+name with its default activation, i.e. ``{"extent": {"tensor": "extent"}, "boundary": {"tensor": "boundary"}}``.
+An output of two channels that does not say which to read is softmax probabilities over (not X, X): channel 1
+(``cropland_class`` for the extent), so training's (N, 2, H, W) ``extent`` and ``boundary`` need no more.
+
+Value normalisation (v2 models): a top-level ``stretch`` key (kept in ``extra``) names the stretch training used
+before ``input_scale``/``mean``/``std``: ``"percentile"`` (each band between its 2 and 98th percentiles of the
+whole raster, :func:`engine.normalize.choose_stretch`, which training's :func:`training.datasets.scene.unit_stretch`
+calls too) or ``"auto"`` (the raster's value range). The engine's ``--stretch auto`` then applies that stretch
+(:func:`engine.normalize.choose_stretch`), so both sides see the same values.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ METADATA_KEY = "cropland_extractor"
 SCHEMA_VERSION = 1
 CHANNELS = ("extent", "boundary", "distance")  # named outputs, in the order the engine stacks them
 ACTIVATIONS = ("probabilities", "logits", "none")
+MODEL_STRETCHES = ("auto", "percentile", "none")  # what a model's ``stretch`` key may ask of ``--stretch auto``
 
 
 @dataclass
@@ -103,6 +116,12 @@ class ModelMetadata:
         return [c for c in CHANNELS if c in self.outputs] if self.outputs else ["extent"]
 
     @property
+    def stretch(self) -> str | None:
+        """The value stretch training used (the metadata's top-level ``stretch`` key, kept in ``extra``), or None
+        when the model does not say (v1 models: ``normalization`` decides)."""
+        return self.extra.get("stretch")
+
+    @property
     def n_bands(self) -> int:
         """Number of input channels the model takes."""
         return len(self.input_bands)
@@ -138,6 +157,8 @@ class ModelMetadata:
         if not 0.0 < self.threshold < 1.0:
             raise ModelError(f"{source}: 'threshold' must lie in (0, 1), got {self.threshold}.")
         self._validate_outputs(source)
+        if self.stretch is not None and self.stretch not in MODEL_STRETCHES:
+            raise ModelError(f"{source}: 'stretch' must be one of {', '.join(MODEL_STRETCHES)}, got {self.stretch!r}.")
         if self.resolution_range_m is not None:
             rng = self.resolution_range_m
             if (not self.resolution_m or len(rng) != 2 or not 0 < float(rng[0]) <= self.resolution_m <= float(rng[1])):
@@ -147,6 +168,10 @@ class ModelMetadata:
     def _validate_outputs(self, source: str) -> None:
         if not self.outputs:
             return
+        if isinstance(self.outputs, list):  # training's form: the graph's output names, each read with defaults
+            if any(not isinstance(name, str) for name in self.outputs) or len(set(self.outputs)) != len(self.outputs):
+                raise ModelError(f"{source}: 'outputs' must list distinct output names, got {self.outputs!r}.")
+            self.outputs = {name: {"tensor": name} for name in self.outputs}
         if not isinstance(self.outputs, dict) or "extent" not in self.outputs:
             raise ModelError(f"{source}: 'outputs' must be an object naming at least the 'extent' output, "
                              f"got {self.outputs!r}.")

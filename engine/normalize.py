@@ -121,8 +121,9 @@ def choose_stretch(sample: np.ndarray, meta: ModelMetadata, mode: str, source) -
     Args:
         sample: (B, N) float32 valid raw values of the selected bands (see :func:`engine.io.sample_values`).
         meta: the model's metadata (``input_scale``, ``normalization``).
-        mode: ``"auto"`` (the raster's value range, see :func:`value_range`), ``"percentile"`` (each band's
-            2-98 %) or ``"none"`` (raw values).
+        mode: ``"auto"`` (the stretch the model's metadata names in ``stretch``, v2 models; else the raster's
+            value range, see :func:`value_range`), ``"percentile"`` (each band's 2-98 %) or ``"none"`` (raw
+            values).
         source: the raster (its ``name``, ``dtype`` and, for files, declared ``nbits``), or just a name.
 
     Returns:
@@ -141,11 +142,18 @@ def choose_stretch(sample: np.ndarray, meta: ModelMetadata, mode: str, source) -
         raise InputError(f"{name}: no valid pixel found; the raster is entirely nodata.")
     scale = float(meta.input_scale)
     bands = sample.shape[0]
+    if mode == "auto" and meta.stretch in ("percentile", "none"):
+        mode = meta.stretch  # the stretch the model was trained with (v2 metadata's "stretch")
+        if mode == "none":
+            return None
+        how = ("each band's 2nd to 98th percentile mapped onto the model's range, as the model was trained (its "
+               "metadata's stretch)")
+    else:
+        how = "each band stretched between its 2 and 98th percentiles (--stretch percentile)"
     if mode == "percentile":
         lo, hi = np.percentile(sample, [2, 98], axis=1)
         hi = np.where(hi > lo, hi, lo + 1)
-        return Stretch(tuple(float(v) for v in lo), tuple(float(v) for v in hi), scale,
-                       "each band stretched between its 2 and 98th percentiles (--stretch percentile)")
+        return Stretch(tuple(float(v) for v in lo), tuple(float(v) for v in hi), scale, how)
     dtype = getattr(source, "dtype", str(sample.dtype))
     rng = value_range(dtype, sample, getattr(source, "nbits", None))
     return Stretch((rng.low,) * bands, (rng.high,) * bands, scale,

@@ -107,16 +107,49 @@ def test_chain_catalogue_fit_export_engine(data_root, tmp_path, capsys):
 
     img = cv2.imread(str(next((data_root / "naip_us_fields_agoro" / "images_png").glob("*.png"))))[:, :, ::-1]
     raw = np.ascontiguousarray(img.transpose(2, 0, 1))
+    # the engine reads training's contract: named outputs, percentile stretch, accepted resolutions
+    assert member.meta.channels == ens.channels == ["extent", "boundary"]
+    assert member.meta.stretch == "percentile" and member.meta.resolution_range_m == [1.0, 10.0]
     result, prob, mask = extract_array(raw, model=ens)
     assert prob.shape == (TILE, TILE) and np.isfinite(prob).all() and set(np.unique(mask)) <= {0, 1}
     assert result.cropland_ratio == pytest.approx(float((mask == 1).mean()))
     assert result.models == ["run (tiny.onnx)"]  # member name = the run folder
+    assert "as the model was trained" in result.normalization  # --stretch auto took the metadata's percentile
+    assert result.split["method"] == "boundary"  # --split auto splits on the model's boundary output
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
     extent, boundary = member.session.run(None, {"input": x})
     assert extent.shape == boundary.shape == (1, 2, 64, 64)
     np.testing.assert_allclose(extent.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(boundary.sum(1), 1, atol=1e-5)
-    np.testing.assert_allclose(member(x), extent[:, 1], atol=1e-6)  # the engine's extent is the first output
+    channels = member(x)  # the engine's channels: training's extent and boundary, cropland / edge probability
+    np.testing.assert_allclose(channels[:, 0], extent[:, 1], atol=1e-6)
+    np.testing.assert_allclose(channels[:, 1], boundary[:, 1], atol=1e-6)
+
+    # the engine splits on that boundary output: a session whose boundary marks a line drawn in the image (band 1
+    # up, band 2 down in columns 47-48) cuts one all-cropland field in two there; without the split it stays one
+    from engine.options import ExtractOptions
+
+    meta = member.meta
+    mean, std = (np.asarray(v, np.float32)[None, :, None, None] for v in (meta.mean, meta.std))
+
+    class LineSession:
+        get_inputs = member.session.get_inputs  # the real graph's input, for the engine's memory release
+
+        def run(self, names, feeds, *args):
+            unit = feeds["input"] * std + mean  # back to 0..1 (stretch none)
+            edge = np.clip((unit[:, 0] - unit[:, 1]) * 2, 0, 1)[:, None]
+            return [np.concatenate([0.1 + 0 * edge, 0.9 + 0 * edge], 1), np.concatenate([1 - edge, edge], 1)]
+
+    member.session = LineSession()
+    line = np.full((3, TILE, TILE), 120, np.uint8)
+    line[0, :, 47:49], line[1, :, 47:49] = 250, 0
+    counts = {}
+    for split in ("boundary", "none"):
+        options = ExtractOptions(split=split, stretch="none", min_area_m2=0, max_hole_m2=0)
+        res, _, cut_mask = extract_array(line, model=ens, options=options)
+        assert (cut_mask == 1).all()  # the cut pixels are grown back: the fields cover the whole mask
+        counts[split] = (res.field_count, res.split["method"])
+    assert counts == {"boundary": (2, "boundary"), "none": (1, "none")}
 
 
 def test_resume_continues_the_same_run(data_root, tmp_path):
@@ -139,3 +172,34 @@ def test_resume_refuses_other_options(data_root, tmp_path, capsys):
     assert main(["fit", *other, "--data-root", str(data_root), "--out", str(run),
                  "--resume", str(run / "last.pt")]) == 2
     assert "steps_per_epoch" in capsys.readouterr().err
+
+
+def test_engine_and_training_stretch_a_v2_scene_alike():
+    """A v2 model's ``stretch: percentile``: the engine's ``--stretch auto`` applies the same per-band stretch
+    (engine.normalize.choose_stretch) that training's readers apply (training.datasets.scene.unit_stretch)."""
+    from engine.errors import ModelError
+    from engine.metadata import ModelMetadata
+    from engine.normalize import choose_stretch
+    from training.datasets.scene import unit_stretch
+
+    rng = np.random.default_rng(3)
+    raw = (rng.gamma(2.0, 300.0, (3, 60, 70)) + np.array([0, 200, 400])[:, None, None]).clip(0, 4095)
+    raw = raw.astype(np.uint16)  # a 12-bit scene, bands of different ranges
+    record = {"name": "v2", "architecture": "unet", "input_bands": [1, 2, 3], "input_scale": 255.0,
+              "mean": [0.5] * 3, "std": [0.25] * 3, "stretch": "percentile", "outputs": ["extent", "boundary"]}
+    meta = ModelMetadata.from_dict(record)
+    assert meta.stretch == "percentile" and meta.channels == ["extent", "boundary"]
+    sample = raw.reshape(3, -1).astype(np.float32)
+    stretch = choose_stretch(sample, meta, "auto", "scene")
+    assert "as the model was trained" in stretch.how
+    engine_unit = stretch.apply(raw.astype(np.float32)) / np.float32(meta.input_scale)
+    np.testing.assert_allclose(engine_unit, unit_stretch(raw), atol=1e-6)
+    assert not np.allclose(unit_stretch(raw)[0], raw[0] / 4095, atol=0.05)  # not a plain value-range scaling
+
+    v1 = ModelMetadata.from_dict({k: v for k, v in record.items() if k not in ("stretch", "outputs")})
+    assert choose_stretch(sample, v1, "auto", "scene").how.startswith("value range")  # v1 models as before
+    assert choose_stretch(sample, meta, "none", "scene") is None  # the user's explicit choice still wins
+    with pytest.raises(ModelError, match="'stretch' must be one of"):
+        ModelMetadata.from_dict({**record, "stretch": "minmax"})
+    with pytest.raises(ModelError, match="not one of"):
+        ModelMetadata.from_dict({**record, "outputs": ["extent", "instances"]})

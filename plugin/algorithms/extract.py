@@ -50,7 +50,7 @@ IMPERIAL_AREA_UNITS = (QgsUnitTypes.AreaSquareFeet, QgsUnitTypes.AreaSquareYards
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 # Engine log lines that are warnings for the user (shown in the report and as warnings in the log).
-WARNING_MARKERS = ("Note:", "stretched", "rounded up", "not used", "accuracy may be lower", "Warning")
+WARNING_MARKERS = ("Note:", "stretched", "rounded up", "not used", "accuracy may be lower", "Warning", "Resampling:")
 
 class ExtractCroplandAlgorithm(CroplandAlgorithm):
     """Extract Cropland: raster in; field polygons, optional mask/probability rasters and statistics out."""
@@ -464,6 +464,8 @@ def settings_for_report(given: dict, used: dict, ensemble, model, acres: bool) -
          "from the raster's CRS"),
         ("Test-time augmentation", "yes (8 views)" if given["tta"] else "no"),
         ("Value stretch", dict(STRETCHES)[given["stretch"]]),
+        ("Split touching fields", dict(SPLITS)[given["split"]]),
+        ("Resample to the model's resolution", dict(RESAMPLES)[given["resample"]]),
         ("Field areas in", "m², ha and acres" if acres else "m² and ha"),
         ("Plugin version", plugin_version()),
     ]
