@@ -1,0 +1,168 @@
+"""Runs on a Dask cluster (a LocalCluster of 2 worker processes): the same outputs as the in-process run, a failing
+scene reported without losing the others, a worker killed mid-task, an unreachable scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from helpers import field_scene, write_raster
+from rasterio.crs import CRS
+
+from engine.api import extract, extract_many
+from engine.options import ExtractOptions, OutputPaths
+
+distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed "
+                                  "(bash scripts/setup.sh cluster; the dev setup installs it)")
+
+from engine.cli import main  # noqa: E402
+from engine.cluster import ClusterError, connect, extract_scenes, run_scene  # noqa: E402
+from engine.result import SceneFailure  # noqa: E402
+
+UTM = CRS.from_epsg(32633)
+T2M = Affine(2, 0, 500000, 0, -2, 6000000)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of 2 single-threaded worker processes (no dashboard), shared by this module's tests."""
+    with distributed.Client(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=50) as c:
+        yield c
+
+
+def _scenes(folder: Path, n: int = 3) -> list[Path]:
+    paths = []
+    for k in range(n):
+        image, _ = field_scene(height=200 + 20 * k, width=300, seed=k)
+        paths.append(write_raster(folder / f"scene{k}.tif", image, T2M, UTM))
+    return paths
+
+
+def _outputs(folder: Path, stem: str) -> OutputPaths:
+    return OutputPaths(vector=folder / f"{stem}.gpkg", mask=folder / f"{stem}_mask.tif",
+                       probability=folder / f"{stem}_prob.tif")
+
+
+def assert_same_outputs(a: OutputPaths, b: OutputPaths) -> None:
+    """Mask and probability rasters equal byte for byte (values and grid); the same fields, areas to 1e-9."""
+    for kind in ("mask", "probability"):
+        if getattr(a, kind) is None:
+            continue
+        with rasterio.open(getattr(a, kind)) as x, rasterio.open(getattr(b, kind)) as y:
+            assert (x.transform, x.crs, x.dtypes, x.nodata) == (y.transform, y.crs, y.dtypes, y.nodata)
+            np.testing.assert_array_equal(x.read(), y.read())
+    (ma, _, ga, da), (mb, _, gb, db) = pyogrio.raw.read(a.vector), pyogrio.raw.read(b.vector)
+    assert len(ga) == len(gb) > 0
+    ca, cb = dict(zip(ma["fields"], da, strict=True)), dict(zip(mb["fields"], db, strict=True))
+    np.testing.assert_array_equal(ca["id"], cb["id"])
+    np.testing.assert_allclose(ca["area_m2"], cb["area_m2"], rtol=1e-9)
+    np.testing.assert_allclose(ca["perimeter_m"], cb["perimeter_m"], rtol=1e-9)
+    np.testing.assert_allclose(ca["mean_prob"], cb["mean_prob"], atol=1e-6)
+    assert all(shapely.equals(shapely.from_wkb(ga), shapely.from_wkb(gb)))
+
+
+def test_many_scenes_match_the_in_process_run(client, green_model, tmp_path):
+    inputs = _scenes(tmp_path)
+    options = ExtractOptions(min_area_m2=100)
+    local = extract_many(inputs, green_model, [_outputs(tmp_path / "local", p.stem) for p in inputs], options)
+    results = extract_many(inputs, green_model, [_outputs(tmp_path / "dask", p.stem) for p in inputs], options,
+                           client=client)
+    assert [r.input for r in results] == [str(p) for p in inputs]  # input order, whatever finished first
+    for p, mine, theirs in zip(inputs, results, local, strict=True):
+        assert_same_outputs(_outputs(tmp_path / "local", p.stem), _outputs(tmp_path / "dask", p.stem))
+        assert (mine.field_count, mine.cropland_pixels, mine.valid_pixels) == \
+            (theirs.field_count, theirs.cropland_pixels, theirs.valid_pixels)
+        assert mine.cropland_area_m2 == pytest.approx(theirs.cropland_area_m2, rel=1e-12)
+    assert not list((tmp_path / "dask").glob(".*part*"))
+
+
+def test_a_failing_scene_is_reported_and_the_others_kept(client, green_model, tmp_path):
+    good = _scenes(tmp_path, 2)
+    bad = tmp_path / "broken.tif"
+    bad.write_text("not a raster")
+    inputs = [good[0], bad, good[1]]
+    results = extract_scenes(client, inputs, green_model, [_outputs(tmp_path / "out", p.stem) for p in inputs])
+    assert isinstance(results[1], SceneFailure) and "broken.tif" in results[1].error
+    assert "Cannot open" in results[1].error
+    for k in (0, 2):
+        assert results[k].field_count > 0 and (tmp_path / "out" / f"{inputs[k].stem}.gpkg").exists()
+    assert not list((tmp_path / "out").glob("broken*"))
+
+
+def kill_on_first_try(marker: str, *args, **kwargs):
+    """A scene task that kills its own worker process half-way through its first try (after the first batch of
+    tiles, with its temporary outputs open), and runs normally once ``marker`` exists."""
+
+    def progress(fraction: float, _message: str) -> None:
+        if fraction > 0 and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)
+
+    return run_scene(*args, progress=progress, **kwargs)
+
+
+def test_a_worker_killed_mid_task_is_retried_with_the_same_result(client, green_model, tmp_path):
+    inputs = _scenes(tmp_path, 2)
+    local = [extract(p, green_model, _outputs(tmp_path / "local", p.stem)) for p in inputs]
+    marker = tmp_path / "killed-once"
+
+    def task(*args, **kwargs):
+        return kill_on_first_try(str(marker), *args, **kwargs)
+
+    results = extract_scenes(client, inputs, green_model, [_outputs(tmp_path / "dask", p.stem) for p in inputs],
+                             task=task)
+    assert marker.exists()  # a worker did die
+    assert [r.field_count for r in results] == [r.field_count for r in local]
+    for p in inputs:
+        assert_same_outputs(_outputs(tmp_path / "local", p.stem), _outputs(tmp_path / "dask", p.stem))
+    assert not list((tmp_path / "dask").glob(".*part*"))  # the killed try's temporary files are gone
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it, for the next tests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_at_once(green_model, tmp_path, capsys):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    start = time.perf_counter()
+    with pytest.raises(ClusterError, match="Cannot reach the Dask scheduler at " + address):
+        connect(address)
+    scene = _scenes(tmp_path, 1)[0]
+    code = main(["extract", str(scene), "--model", str(green_model), "-o", str(tmp_path / "f.gpkg"),
+                 "--cluster", address, "-q"])
+    assert code == 2 and "Cannot reach the Dask scheduler" in capsys.readouterr().err
+    assert time.perf_counter() - start < 10  # not Dask's retries for half a minute
+    assert not (tmp_path / "f.gpkg").exists()
+    with pytest.raises(ClusterError, match="at least 1"):
+        connect("local:0")
+
+
+def test_cli_many_scenes_on_a_local_cluster(green_model, tmp_path, capsys):
+    inputs = _scenes(tmp_path, 3)
+    bad = tmp_path / "missing.tif"
+    code = main(["extract", *map(str, inputs[:2]), str(bad), str(inputs[2]), "--model", str(green_model),
+                 "-o", str(tmp_path / "out" / "{stem}.gpkg"), "--report", str(tmp_path / "report.json"),
+                 "--cluster", "local:2"])
+    captured = capsys.readouterr()
+    assert code == 2 and "1 of 4 input(s) failed" in captured.err
+    assert "Dask cluster tcp://" in captured.err and "dashboard http" in captured.err
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert [line.split(":")[0] for line in lines] == [str(p) for p in [*inputs[:2], bad, inputs[2]]]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [row["input"] for row in report["rows"]] == [str(p) for p in [*inputs[:2], bad, inputs[2]]]
+    assert "not found" in report["rows"][2]["error"] and report["total"]["failed"] == 1
+    assert report["total"]["field_count"] == sum(r["field_count"] for r in report["rows"] if "error" not in r) > 0
+    assert all((tmp_path / "out" / f"{p.stem}.gpkg").exists() for p in inputs)
