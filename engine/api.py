@@ -80,6 +80,8 @@ def extract(
     log: LogFn | None = None,
     keep_fields: bool = True,
     show_bar: bool = False,
+    client=None,
+    band_rows: int | None = None,
 ) -> ExtractionResult:
     """Extract cropland from one raster file and write the requested outputs.
 
@@ -90,7 +92,11 @@ def extract(
         options: run settings; ``None`` = defaults.
         progress, is_cancelled, log: see the module docstring.
         keep_fields: keep every :class:`FieldRecord` (with geometry) in the result.
-        show_bar: show a tqdm progress bar over tiles on stderr (the CLI does).
+        show_bar: show a tqdm progress bar over tiles on stderr (the CLI does); over bands with a ``client``.
+        client: a ``dask.distributed.Client``: the raster is split into row bands of about ``band_rows`` rows
+            run as tasks on its cluster, with the same result (see :mod:`engine.bands`); ``model`` must then be
+            a path (or None), and the input and outputs on storage the workers share. ``progress`` and
+            ``is_cancelled`` are not called then (Ctrl-C cancels the tasks).
 
     Returns:
         :class:`ExtractionResult` with areas in m², the ratio and the field count.
@@ -99,6 +105,12 @@ def extract(
         InputError, ModelError, OutputError, Cancelled (all :class:`CroplandError`).
     """
     from .io import input_path as input_path_of
+
+    if client is not None:
+        from .bands import extract_bands
+
+        return extract_bands(client, input_path_of(input_path), model, outputs, options, band_rows=band_rows,
+                             keep_fields=keep_fields, show_bar=show_bar, log=log)
     from .pipeline import run_file
 
     return run_file(input_path_of(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),

@@ -26,16 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import CroplandError, DependencyError
+from .errors import ClusterError, CroplandError, DependencyError
 from .options import ExtractOptions, OutputPaths
 from .result import ExtractionResult, SceneFailure
 
 LogFn = Callable[[str], None]
 CONNECT_TIMEOUT_S = 10
-
-
-class ClusterError(CroplandError):
-    """The Dask cluster cannot be started or reached, or it lost a task for good."""
 
 
 def _noop(*_args) -> None:
@@ -255,7 +251,8 @@ def extract_scenes(client, inputs: Sequence[str | Path], model=None, outputs: Se
 
 
 def cli_extract(args, plans: list[tuple[Path, OutputPaths]], options: ExtractOptions, log: LogFn) -> int:
-    """``python -m engine extract ... --cluster SPEC``: the scenes of ``plans`` (input, outputs) on the cluster.
+    """``python -m engine extract ... --cluster SPEC``: the scenes of ``plans`` (input, outputs) on the cluster, one
+    task each, or, for a single input, its row bands (:func:`engine.bands.extract_bands`).
 
     Prints one summary line per input in input order and writes the report (failed inputs as error rows).
     Returns the exit status: 0, or 2 when any input failed (the others' outputs are kept).
@@ -263,13 +260,19 @@ def cli_extract(args, plans: list[tuple[Path, OutputPaths]], options: ExtractOpt
     import shlex
 
     from .api import load_model
+    from .bands import extract_bands
     from .report import write_report
 
     load_model(args.model, dataclasses.replace(options, threads=1))  # a bad model fails here, not in every task
     client = connect(args.cluster, log)
     try:
-        results = extract_scenes(client, [inp for inp, _ in plans], args.model, [out for _, out in plans], options,
-                                 show_bar=not args.quiet)
+        if len(plans) == 1:  # one raster: row bands; an error is the run's, as without --cluster
+            (inp, outputs), = plans
+            results = [extract_bands(client, inp, args.model, outputs, options, band_rows=args.band_rows,
+                                     show_bar=not args.quiet, log=log)]
+        else:
+            results = extract_scenes(client, [inp for inp, _ in plans], args.model, [out for _, out in plans],
+                                     options, show_bar=not args.quiet)
     finally:
         client.close()
     for result in results:

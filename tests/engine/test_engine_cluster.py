@@ -3,6 +3,7 @@ scene reported without losing the others, a worker killed mid-task, an unreachab
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from helpers import field_scene, write_raster
+from helpers import field_scene, green_threshold_onnx, mosaic_scene, write_raster
 from rasterio.crs import CRS
 
 from engine.api import extract, extract_many
@@ -24,8 +25,10 @@ from engine.options import ExtractOptions, OutputPaths
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed "
                                   "(bash scripts/setup.sh cluster; the dev setup installs it)")
 
+from engine.bands import extract_bands, run_band  # noqa: E402
 from engine.cli import main  # noqa: E402
-from engine.cluster import ClusterError, connect, extract_scenes, run_scene  # noqa: E402
+from engine.cluster import connect, extract_scenes, run_scene  # noqa: E402
+from engine.errors import ClusterError  # noqa: E402
 from engine.result import SceneFailure  # noqa: E402
 
 UTM = CRS.from_epsg(32633)
@@ -166,3 +169,97 @@ def test_cli_many_scenes_on_a_local_cluster(green_model, tmp_path, capsys):
     assert "not found" in report["rows"][2]["error"] and report["total"]["failed"] == 1
     assert report["total"]["field_count"] == sum(r["field_count"] for r in report["rows"] if "error" not in r) > 0
     assert all((tmp_path / "out" / f"{p.stem}.gpkg").exists() for p in inputs)
+
+
+# ---- one raster in row bands -------------------------------------------------------------------------------------
+
+
+def test_band_plan_covers_the_raster_and_infers_each_seam_tile_row_twice_at_most():
+    from engine.bands import plan_bands
+    from engine.tiling import TileGrid
+
+    for height, tile, overlap, opening, rows in [(480, 64, 16, 1, 60), (1000, 512, 64, 1, 900), (300, 64, 32, 0, 1),
+                                                 (777, 64, 16, 8, 100), (50, 64, 16, 1, 10)]:
+        grid = TileGrid(height, 100, tile, overlap)
+        bands = plan_bands(grid, opening, rows)
+        assert bands[0].row0 == 0 and bands[-1].row1 == height
+        assert all(a.row1 == b.row0 for a, b in itertools.pairwise(bands))
+        origins = grid.row_origins
+        for b in bands:
+            assert (b.need0, b.need1) == (max(b.row0 - 2 * opening, 0), min(b.row1 + 2 * opening, height))
+            touching = [i for i, o in enumerate(origins) if o < b.need1 and o + tile > b.need0]
+            assert list(range(b.tile_row0, b.tile_row1 + 1)) == touching
+        if overlap + 4 * opening <= grid.stride:  # seams below the overlap: one tile row shared per seam
+            assert all(a.tile_row1 - b.tile_row0 == 0 for a, b in itertools.pairwise(bands))
+
+
+def _mosaic(folder: Path, seed: int = 0) -> Path:
+    return write_raster(folder / "mosaic.tif", mosaic_scene(480, 256, seed=seed), T2M, UTM, nodata=0)
+
+
+@pytest.fixture(scope="module")
+def blur_model(tmp_path_factory) -> Path:
+    """The green model with a 5 x 5 receptive field, so that tiles differ near their edges and blending counts."""
+    return green_threshold_onnx(tmp_path_factory.mktemp("models") / "blur.onnx", kernel=5)
+
+
+@pytest.mark.parametrize("options", [
+    ExtractOptions(),
+    ExtractOptions(opening_px=0),
+    ExtractOptions(opening_px=2, min_area_m2=300, max_hole_m2=150),  # fields dropped, holes filled across seams
+    ExtractOptions(simplify_m=3, min_area_m2=100),
+], ids=["one-pass", "no-opening", "filtered", "simplified"])
+def test_row_bands_match_the_single_run(client, blur_model, tmp_path, options):
+    src = _mosaic(tmp_path, seed=3)
+    single = extract(src, blur_model, _outputs(tmp_path / "single", "m"), options)
+    banded = extract(src, blur_model, _outputs(tmp_path / "bands", "m"), options, client=client, band_rows=48,
+                     keep_fields=True)
+    assert_same_outputs(_outputs(tmp_path / "single", "m"), _outputs(tmp_path / "bands", "m"))
+    assert (banded.cropland_pixels, banded.valid_pixels, banded.field_count) == \
+        (single.cropland_pixels, single.valid_pixels, single.field_count)
+    assert banded.cropland_area_m2 == pytest.approx(single.cropland_area_m2, rel=1e-12)
+    assert "10 bands" in banded.device
+    seams = np.arange(1, 10) * 48 + 16 + 2 * options.opening_px
+    rows = [(-(f.geometry.bounds[3] - T2M.f) / 2, -(f.geometry.bounds[1] - T2M.f) / 2) for f in banded.fields]
+    assert max(((seams > top) & (seams < bottom)).sum() for top, bottom in rows) >= 3  # a field over 3 seams
+    assert not [p for p in tmp_path.rglob(".*") if p.name != "."]  # no part raster, no band folder left
+
+
+def kill_band_on_first_try(marker: str, *args, **kwargs):
+    """A band task that kills its own worker process half-way through band 2's first try."""
+    band = args[4]
+
+    def progress(fraction: float, _message: str) -> None:
+        if band.index == 2 and fraction >= 0.5 and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)
+
+    return run_band(*args, progress=progress, **kwargs)
+
+
+def test_a_worker_killed_during_a_band_is_retried_with_the_same_result(client, blur_model, tmp_path):
+    src = _mosaic(tmp_path, seed=4)
+    options = ExtractOptions(min_area_m2=200, max_hole_m2=100)
+    extract(src, blur_model, _outputs(tmp_path / "single", "m"), options)
+    marker = tmp_path / "killed-once"
+
+    def task(*args, **kwargs):
+        return kill_band_on_first_try(str(marker), *args, **kwargs)
+
+    extract_bands(client, src, blur_model, _outputs(tmp_path / "bands", "m"), options, band_rows=96, task=task)
+    assert marker.exists()
+    assert_same_outputs(_outputs(tmp_path / "single", "m"), _outputs(tmp_path / "bands", "m"))
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_cli_one_raster_in_bands(blur_model, tmp_path, capsys):
+    src = _mosaic(tmp_path, seed=5)
+    single, banded = _outputs(tmp_path / "single", "m"), _outputs(tmp_path / "bands", "m")
+    extract(src, blur_model, single, ExtractOptions(min_area_m2=100))
+    code = main(["extract", str(src), "--model", str(blur_model), "-o", str(banded.vector), "--mask",
+                 str(banded.mask), "--probability", str(banded.probability), "--min-area", "100",
+                 "--cluster", "local:2", "--band-rows", "64"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "in 10 band(s)" in captured.err and "dashboard http" in captured.err
+    assert_same_outputs(single, banded)

@@ -1,0 +1,625 @@
+"""One huge raster on a Dask cluster, in row bands, with the same result as a run in one process.
+
+The client plans bands of rows; each band is one task. A band task opens the raster itself and infers exactly the
+tiles of the whole raster's grid (anchored at the raster's corner, not the band's) that touch the rows it needs,
+in the very batches a single run would form (a few tiles of a batch shared with the next band are inferred twice),
+and blends them in the same order, so its probabilities are bit for bit those of a single run. Around its own
+rows it takes ``2 x opening radius`` rows of context (:mod:`engine.mask_stream`) so that its opened mask is exact
+too; seams are placed just below a tile row's overlap, where one tile row alone covers the halo, so that each seam
+costs one tile row inferred twice (see :func:`plan_bands`).
+
+The band writes its rows of the mask and probability to part rasters beside the outputs, vectorises its rows and
+returns the fields that lie wholly inside it (through the minimum-area and hole filters, with area and perimeter,
+as map-coordinate WKB) plus the *open* fields that touch its top or bottom row, as exact pixel-coordinate rings with
+the labels of the pixels on those rows. The client joins open fields whose pixels meet across a seam (4-connected,
+as the vectoriser joins strips), merges them with the engine's stitcher (:func:`engine.vectorize.merge_fragments`),
+filters them, and writes one GeoPackage, one mask and one probability raster (from a VRT over the parts); when a
+filter dropped a field or filled a hole, the changes are burnt into the mask as the single run's third pass does.
+
+The result equals the single run's: mask and probability rasters equal value for value, the same fields with the
+same outlines, areas equal to rounding (sums taken in another order, ~1e-15 relative).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from .errors import ClusterError, InputError
+from .mask_stream import MASK_NODATA, MaskStream
+from .options import ExtractOptions, OutputPaths
+from .result import ExtractionResult
+from .stats import AreaCounter, area_model
+from .tiling import TileGrid
+from .vectorize import Field, StripVectorizer, _UnionFind, filter_field, merge_fragments, simplify_fields, to_map
+
+PROB_NODATA = -1.0  # as engine.pipeline writes the probability
+PROB_SCALE_U8 = 254
+
+
+@dataclass(frozen=True)
+class Band:
+    """One band task: it finishes rows ``row0 .. row1`` (exclusive); it needs the thresholded mask of rows
+    ``need0 .. need1`` (its rows and the opening's context) and so infers tile rows ``tile_row0 .. tile_row1``
+    (inclusive) of the raster's grid."""
+
+    index: int
+    row0: int
+    row1: int
+    need0: int
+    need1: int
+    tile_row0: int
+    tile_row1: int
+
+
+def plan_bands(grid: TileGrid, opening_px: int, band_rows: int) -> list[Band]:
+    """Row bands of about ``band_rows`` rows over ``grid``'s raster.
+
+    A seam is placed ``overlap + 2 x opening_px`` rows below the top of a tile row, when that lies above the next
+    tile row: the rows on both sides that the two bands need (the opening's ``2 x opening_px`` each way) are then
+    covered by that tile row alone, which both bands infer; elsewhere (large overlap or opening) it sits at the top
+    of a tile row. Whatever the seams, each band infers every tile row that touches a row it needs, from the first
+    that does, so its blended rows are exact.
+    """
+    origins, h, t = grid.row_origins, grid.height, grid.tile
+    r2 = 2 * opening_px
+    offset = grid.overlap + r2 if grid.overlap + 2 * r2 <= grid.stride else 0
+    every = max(1, round(band_rows / grid.stride))
+    seams = [origins[k] + offset for k in range(every, len(origins), every) if 0 < origins[k] + offset < h]
+    edges = [0, *seams, h]
+    bands = []
+    for k in range(len(edges) - 1):
+        row0, row1 = edges[k], edges[k + 1]
+        need0, need1 = max(row0 - r2, 0), min(row1 + r2, h)
+        first = min(i for i, o in enumerate(origins) if o + t > need0)  # the first tile row that touches need0
+        last = max(i for i, o in enumerate(origins) if o <= need1 - 1)
+        bands.append(Band(k, row0, row1, need0, need1, first, last))
+    return bands
+
+
+def default_band_rows(grid: TileGrid, workers: int) -> int:
+    """Band height for ``workers`` workers: about four bands each (to balance them), never under 8 tile rows (each
+    seam infers one tile row twice: under ~12 % extra work)."""
+    return max(8 * grid.stride, -(-grid.height // max(4 * workers, 1)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the client resolves once for every band: tiling, threshold, batch, stretch, and what to write."""
+
+    tile: int
+    overlap: int
+    threshold: float
+    batch_size: int
+    stretch: object  # engine.normalize.Stretch or None
+    filtered: bool  # --min-area / --max-hole on (with known areas)
+    quantized: bool  # field means from the uint8 probability, as the single run's filtered passes read it
+    mask: bool  # write mask parts (the mask is asked for, or the filters may change it)
+    probability: bool
+
+
+@dataclass
+class BandResult:
+    """What a band task returns (plain data, pickled back to the client)."""
+
+    index: int
+    valid_pixels: int = 0
+    cropland_pixels: int = 0
+    valid_area: float = 0.0
+    cropland_area: float = 0.0
+    records: list = field(default_factory=list)  # (wkb map geometry, area_m2, perimeter_m, mean_prob, row, col)
+    held: list = field(default_factory=list)  # when simplifying: (wkb pixel polygon, prob_sum, pixels)
+    changes: list = field(default_factory=list)  # (wkb pixel polygon, 0 = dropped | 1 = filled)
+    open_fields: list = field(default_factory=list)  # (points (n, 2) int32 closed rings, sizes, prob_sum, pixels)
+    top_labels: np.ndarray | None = None  # (width,) int32: 1 + index in open_fields of the field on row0, 0 = none
+    bottom_labels: np.ndarray | None = None  # the same on row1 - 1
+    parts: dict = field(default_factory=dict)  # kind -> path of its part raster
+    seconds: dict = field(default_factory=dict)
+    tiles: int = 0  # tiles inferred (some of a neighbour's, to keep the single run's batches)
+    device: str = ""
+
+
+# ---- the client resolves the run once ----------------------------------------------------------------------------
+
+
+def resolve_settings(source, ens, opts: ExtractOptions, outputs: OutputPaths, log) -> tuple[Settings, object]:
+    """Tiling, threshold, batch and stretch as :func:`engine.pipeline._run` chooses them (and the area model).
+
+    Raises:
+        InputError: an overlap over half the tile, or a raster that is all nodata.
+    """
+    from .io import sample_values
+    from .normalize import choose_stretch
+    from .pipeline import _any_valid, default_batch_size
+
+    tile = opts.tile_size or ens.tile_size
+    multiple = max(int(m.meta.extra.get("size_multiple", 1) or 1) for m in ens.members)
+    if tile % multiple:
+        tile = -(-tile // multiple) * multiple
+        log(f"Tile size rounded up to {tile} px: the model needs a multiple of {multiple} px.")
+    overlap = opts.overlap if opts.overlap is not None else min(ens.overlap, tile // 2)
+    if overlap * 2 > tile:
+        raise InputError(f"overlap {overlap} px must be at most half the tile size {tile} px.")
+    threshold = opts.threshold if opts.threshold is not None else ens.threshold
+    on_gpu = any(getattr(m, "device", "cpu") == "cuda" for m in ens.members)
+    batch = opts.batch_size or default_batch_size(tile, on_gpu)
+    area = area_model(source.crs, source.transform, source.height, opts.pixel_size_m, log, Path(source.name).name)
+    sample = sample_values(source)
+    if sample.shape[1] == 0 and not _any_valid(source):
+        raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+    stretch = choose_stretch(sample, ens.meta, opts.stretch, source.name) if sample.shape[1] else None
+    filtered = area.known and (opts.min_area_m2 > 0 or opts.max_hole_m2 > 0)
+    settings = Settings(tile, overlap, threshold, batch, stretch, filtered,
+                        quantized=filtered and outputs.probability is None,
+                        mask=outputs.mask is not None or filtered, probability=outputs.probability is not None)
+    return settings, area
+
+
+# ---- a band, on a worker -----------------------------------------------------------------------------------------
+
+
+def run_band(path: str, model, options: ExtractOptions, settings: Settings, band: Band, work_dir: str,
+             progress=None) -> BandResult:
+    """Worker task: infer, blend, threshold, open and vectorise one band; see the module docstring.
+
+    Part rasters go to ``work_dir`` (shared with the client) under names fixed by the band, written under
+    temporary names first, so a task run again after its worker died writes the same files.
+    """
+    from .cluster import worker_model
+    from .pipeline import _open_file, bounded_gdal_cache, gdal_cache_bytes
+
+    ens = worker_model(model, options)
+    ens.batch_size = settings.batch_size
+    with _open_file(Path(path), ens, options) as source, \
+            bounded_gdal_cache(gdal_cache_bytes(source, settings.tile)):
+        return _BandRun(source, ens, options, settings, band, Path(work_dir), progress).run()
+
+
+class _BandRun:
+    def __init__(self, source, ens, opts, settings: Settings, band: Band, work: Path, progress):
+        from .pipeline import StageTimer
+
+        self.source, self.ens, self.opts, self.s, self.band, self.work = source, ens, opts, settings, band, work
+        self.progress = progress or (lambda *_: None)
+        self.area = area_model(source.crs, source.transform, source.height, opts.pixel_size_m)
+        self.counter = AreaCounter(self.area)
+        self.timer = StageTimer()
+        self.vec = StripVectorizer(source.width)
+        self.fields: list[Field] = []  # in raster coordinates
+        self.result = BandResult(band.index)
+
+    def run(self) -> BandResult:
+        s = self.s
+        grid = TileGrid(self.source.height, self.source.width, s.tile, s.overlap)
+        with contextlib.ExitStack() as stack:
+            self.writers = {}
+            for kind, wanted in (("mask", s.mask), ("probability", s.probability)):
+                if wanted:
+                    self.writers[kind] = stack.enter_context(self._part_writer(kind))
+            stream = MaskStream(self.opts.opening_px, self._opened)
+            self._infer(grid, stream)
+            stream.close()
+            self._take(self.vec.fields())
+            for writer in self.writers.values():
+                writer.close()
+        self._finish_fields()
+        r = self.result
+        r.valid_pixels, r.cropland_pixels = self.counter.valid_pixels, self.counter.cropland_pixels
+        r.valid_area, r.cropland_area = self.counter.valid_area, self.counter.cropland_area
+        r.seconds = dict(self.timer.seconds)
+        r.device = self.ens.device
+        return r
+
+    @contextlib.contextmanager
+    def _part_writer(self, kind: str):
+        """A RowWriter onto this band's part raster of ``kind``, moved to its fixed name once complete."""
+        import rasterio
+        from affine import Affine
+
+        from .outputs import part_path
+        from .writers import RowWriter, raster_profile
+
+        b = self.band
+        final = self.work / f"{kind}-{b.index:05d}.tif"
+        part = part_path(final)
+        profile = raster_profile(self.source)
+        profile.update(height=b.row1 - b.row0, transform=self.source.transform * Affine.translation(0, b.row0))
+        dtype, nodata = ("uint8", MASK_NODATA) if kind == "mask" else ("float32", PROB_NODATA)
+        try:
+            with rasterio.open(part, "w", **profile, dtype=dtype, nodata=nodata) as ds:
+                yield RowWriter(ds)
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+        self.result.parts[kind] = str(final)
+
+    def _infer(self, grid: TileGrid, stream: MaskStream) -> None:
+        from .blend import StripBlender
+        from .io import Window
+
+        b, s, t = self.band, self.s, self.s.tile
+        tiles = list(grid.tiles())
+        ncols = len(grid.col_origins)
+        first, end = b.tile_row0 * ncols, (b.tile_row1 + 1) * ncols
+        batch = s.batch_size
+        batches = [tiles[k * batch:(k + 1) * batch] for k in range(first // batch, (end - 1) // batch + 1)]
+        mine = range(first, end)
+        index = {(i, j): k for k, (i, j, _, _) in enumerate(tiles)}
+
+        def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+            a, z = max(row0, b.need0), min(row0 + prob.shape[0], b.need1)
+            if a >= z:
+                return
+            prob, valid = prob[a - row0:z - row0], valid[a - row0:z - row0]
+            c, d = max(a, b.row0), min(z, b.row1)
+            if c < d:
+                self.counter.add(c, valid[c - a:d - a])
+                if "probability" in self.writers:
+                    with self.timer("write_raster"):
+                        self.writers["probability"].write(c - b.row0, np.where(
+                            valid[c - a:d - a], prob[c - a:d - a], PROB_NODATA).astype(np.float32))
+            mask = (prob > s.threshold) & valid
+            if s.quantized:  # the single run's filtered passes read the means from a uint8 copy
+                prob = np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8) \
+                    .astype(np.float32) / np.float32(PROB_SCALE_U8)
+            stream.push(a - b.need0, mask.astype(np.uint8), valid, prob)
+
+        blender = StripBlender(grid, emit)
+        for k, chunk in enumerate(batches):
+            with self.timer("read"):
+                reads = [self.source.read(Window(r, c, t, t)) for _, _, r, c in chunk]
+            raw = np.stack([v for v, _ in reads])
+            valid = np.stack([m for _, m in reads])
+            with self.timer("inference"):
+                prob = self.ens.predict(raw, valid, s.stretch, self.opts.tta)
+            self.result.tiles += len(chunk)
+            with self.timer("blend"):
+                for (i, j, _, _), p, v in zip(chunk, prob, valid, strict=True):
+                    if index[(i, j)] in mine:
+                        blender.add(i, j, p, v)
+                        if j == ncols - 1:
+                            blender.finish_row(i)
+            self.progress((k + 1) / len(batches), "band")
+
+    def _opened(self, rel0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
+        """Sink of the opening: strips of the opened mask; keeps those of this band's own rows."""
+        b = self.band
+        r0 = rel0 + b.need0
+        a, z = max(r0, b.row0), min(r0 + mask.shape[0], b.row1)
+        if a >= z:
+            return
+        sl = slice(a - r0, z - r0)
+        mask, valid, prob = mask[sl], valid[sl], prob[sl] if prob is not None else None
+        self.counter.add_cropland(a, mask.astype(bool))
+        if "mask" in self.writers:
+            with self.timer("write_raster"):
+                self.writers["mask"].write(a - b.row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
+        with self.timer("vectorize"):
+            self.vec.add(a - b.row0, mask, prob)
+            self._take(self.vec.pop_finished())
+
+    def _take(self, fields: list[Field]) -> None:
+        import shapely
+
+        shift = self.band.row0
+        for f in fields:
+            poly = shapely.transform(f.polygon, lambda xy: xy + np.array([0.0, shift])) if shift else f.polygon
+            self.fields.append(Field(poly, f.prob_sum, f.pixels))
+
+    def _finish_fields(self) -> None:
+        """Filter and measure the fields wholly inside the band; label the open ones on the band's edge rows."""
+        import shapely
+
+        b, h, r = self.band, self.source.height, self.result
+        closed, open_ = [], []
+        for f in self.fields:
+            _, y0, _, y1 = f.polygon.bounds
+            (open_ if (b.row0 > 0 and y0 == b.row0) or (b.row1 < h and y1 == b.row1) else closed).append(f)
+        hole_has_nodata = _hole_checker(r.parts.get("mask"), b.row0) if self.s.filtered else None
+        with self.timer("vectorize"):
+            for f in closed:
+                kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
+                                            hole_has_nodata)
+                r.changes.extend((shapely.to_wkb(g), v) for g, v in change)
+                if kept is None:
+                    continue
+                if self.opts.simplify_m > 0:
+                    r.held.append((shapely.to_wkb(kept.polygon), kept.prob_sum, kept.pixels))
+                else:
+                    geom, *rest = _spool_args(kept, kept.polygon, self.area, self.source.transform)
+                    r.records.append((shapely.to_wkb(geom), *rest))
+            for f in open_:
+                rings = [f.polygon.exterior, *f.polygon.interiors]
+                points = np.concatenate([np.asarray(x.coords) for x in rings]).astype(np.int32)
+                sizes = np.array([len(x.coords) for x in rings], dtype=np.int32)
+                r.open_fields.append((points, sizes, f.prob_sum, f.pixels))
+            polys = [f.polygon for f in open_]
+            if b.row0 > 0:
+                r.top_labels = _row_labels(polys, b.row0, self.source.width)
+            if b.row1 < h:
+                r.bottom_labels = _row_labels(polys, b.row1 - 1, self.source.width)
+
+
+def _row_labels(polys: list, row: int, width: int) -> np.ndarray:
+    """(width,) int32: 1 + the index of the polygon covering each pixel of raster row ``row``, 0 = none."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    hits = [(shapely.clip_by_rect(p, -1, row - 1, width + 1, row + 2), k + 1) for k, p in enumerate(polys)
+            if p.bounds[1] <= row < p.bounds[3]]
+    hits = [(g, v) for g, v in hits if not g.is_empty]
+    if not hits:
+        return np.zeros(width, np.int32)
+    return rasterize(hits, out_shape=(1, width), transform=Affine.translation(0, row), fill=0, dtype="int32")[0]
+
+
+def _hole_checker(mask_path, row0: int):
+    """``hole_has_nodata(hole_px) -> bool`` over a mask raster (255 = nodata) whose first row is raster row
+    ``row0`` (a band part or the VRT of all of them); as engine.pipeline checks holes against its raw mask."""
+    if mask_path is None:
+        return None
+    import rasterio
+    from affine import Affine
+    from rasterio.features import rasterize
+    from rasterio.windows import Window as RioWindow
+
+    def hole_has_nodata(hole) -> bool:
+        x0, y0, x1, y1 = (int(v) for v in hole.bounds)
+        with rasterio.open(mask_path) as ds:
+            raw = ds.read(1, window=RioWindow(x0, y0 - row0, x1 - x0, y1 - y0))
+        inside = rasterize([(hole, 1)], out_shape=raw.shape, transform=Affine.translation(x0, y0), fill=0,
+                           dtype="uint8") > 0
+        return bool((raw[inside] == MASK_NODATA).any())
+
+    return hole_has_nodata
+
+
+# ---- the client: plan, submit, stitch, write ---------------------------------------------------------------------
+
+
+def _write_vrt(path: Path, parts: list[tuple[str, int, int]], source, dtype: str, nodata: float) -> Path:
+    """A GDAL VRT mosaic of band part rasters ``(path, row0, rows)`` on ``source``'s grid (written by hand:
+    rasterio has no BuildVRT, and this is a dozen lines of GDAL's documented VRT format)."""
+    gdal_type = {"uint8": "Byte", "float32": "Float32"}[dtype]
+    w = source.width
+    sources = "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(p)}</SourceFilename><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{n}"/><DstRect xOff="0" yOff="{r0}" xSize="{w}" '
+        f'ySize="{n}"/></SimpleSource>' for p, r0, n in parts)
+    srs = f"<SRS>{escape(source.crs.to_wkt())}</SRS>" if source.crs else ""
+    gt = ", ".join(repr(v) for v in source.transform.to_gdal())
+    path.write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{source.height}">{srs}<GeoTransform>{gt}'
+                    f'</GeoTransform><VRTRasterBand dataType="{gdal_type}" band="1"><NoDataValue>{nodata!r}'
+                    f'</NoDataValue>{sources}</VRTRasterBand></VRTDataset>', encoding="utf-8")
+    return path
+
+
+def _copy_raster(src_path: Path, dst_path: Path, source, dtype: str, nodata: float) -> None:
+    """Copy a raster (the VRT of parts) strip by strip into a GeoTIFF made as engine.pipeline makes its outputs."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    from .stats import iter_strips
+    from .writers import RowWriter, raster_profile
+
+    with rasterio.open(src_path) as src, \
+            rasterio.open(dst_path, "w", **raster_profile(source), dtype=dtype, nodata=nodata) as dst:
+        writer = RowWriter(dst)
+        for row0, n in iter_strips(source.height, 1024):
+            writer.write(row0, src.read(1, window=RioWindow(0, row0, source.width, n)))
+        writer.close()
+
+
+def _open_groups(results: list[BandResult]) -> list[list[tuple]]:
+    """Open fields of consecutive bands grouped where their pixels meet across a seam (4-connected, as the
+    vectoriser joins strips): one list of ``(points, sizes, prob_sum, pixels)`` per whole field, top band first."""
+    uf = _UnionFind()
+    ids: dict[tuple[int, int], int] = {}
+    for r in results:
+        for k in range(len(r.open_fields)):
+            ids[(r.index, k)] = len(ids)
+    for upper, lower in itertools.pairwise(results):
+        if upper.bottom_labels is None or lower.top_labels is None:
+            continue
+        both = (upper.bottom_labels > 0) & (lower.top_labels > 0)
+        for a, c in set(zip(upper.bottom_labels[both].tolist(), lower.top_labels[both].tolist(), strict=True)):
+            uf.union(ids[(upper.index, a - 1)], ids[(lower.index, c - 1)])
+    groups: dict[int, list[tuple]] = {}
+    for r in results:
+        for k, frag in enumerate(r.open_fields):
+            groups.setdefault(uf.find(ids[(r.index, k)]), []).append(frag)
+    return list(groups.values())
+
+
+def _finish(bands: list[Band], results: list[BandResult], source, opts: ExtractOptions, settings: Settings, area,
+            spool, work: Path, parts: dict, timer) -> AreaCounter:
+    """Client side, once every band is in: sum the counts, stitch, filter and spool the open fields, simplify
+    when asked, and write the mask and probability from the bands' parts (burning in the filters' changes)."""
+    import shapely
+
+    from .pipeline import _mask_writer, _pass_final_mask
+    from .vectorize import _polygon
+
+    counter = AreaCounter(area)
+    for r in results:
+        counter.valid_pixels += r.valid_pixels
+        counter.cropland_pixels += r.cropland_pixels
+        counter.valid_area += r.valid_area
+        counter.cropland_area += r.cropland_area
+    if counter.valid_pixels == 0:
+        raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+    vrts = {}
+    for kind, dtype, nodata in (("mask", "uint8", MASK_NODATA), ("probability", "float32", PROB_NODATA)):
+        if getattr(settings, kind):
+            vrts[kind] = _write_vrt(work / f"{kind}.vrt", [(r.parts[kind], b.row0, b.row1 - b.row0)
+                                                          for b, r in zip(bands, results, strict=True)],
+                                    source, dtype, nodata)
+    changes = [(shapely.from_wkb(g), v) for r in results for g, v in r.changes]
+    held = [Field(shapely.from_wkb(g), ps, px) for r in results for g, ps, px in r.held]
+    seams = tuple(float(b.row0) for b in bands[1:])
+    hole_has_nodata = _hole_checker(vrts.get("mask"), 0) if settings.filtered else None
+    with timer("stitch"):
+        for group in _open_groups(results):
+            poly = (_polygon(group[0][0], group[0][1]) if len(group) == 1
+                    else merge_fragments([(points, sizes) for points, sizes, _, _ in group], seams))
+            whole = Field(poly, sum(g[2] for g in group), sum(g[3] for g in group))
+            kept, change = filter_field(whole, area, opts.min_area_m2, opts.max_hole_m2, hole_has_nodata)
+            changes.extend(change)
+            if kept is None:
+                continue
+            if opts.simplify_m > 0:
+                held.append(kept)
+            else:
+                spool.add(*_spool_args(kept, kept.polygon, area, source.transform))
+        if held:
+            tolerance_px = opts.simplify_m / (area.pixel_size_m or 1.0)
+            polys = simplify_fields([f.polygon for f in held], tolerance_px, source.width, source.height)
+            for f, poly in zip(held, polys, strict=True):
+                spool.add(*_spool_args(f, poly, area, source.transform))
+    with timer("write_raster"):
+        if changes:  # as the single run's third pass: the filters' changes burnt into the (opened) mask
+            counter.reset_cropland()
+            with _mask_writer(source, parts.get("mask")) as writer:
+                _pass_final_mask(source, dataclasses.replace(opts, opening_px=0), changes, vrts["mask"], counter,
+                                 writer, lambda: False)
+        elif "mask" in parts:
+            _copy_raster(vrts["mask"], parts["mask"], source, "uint8", MASK_NODATA)
+        if "probability" in parts:
+            _copy_raster(vrts["probability"], parts["probability"], source, "float32", PROB_NODATA)
+    return counter
+
+
+def _spool_args(f: Field, poly_px, area, transform) -> tuple:
+    geom = to_map(poly_px, transform)
+    a, p = area.polygon_area_perimeter(geom)
+    x0, y0 = f.polygon.bounds[:2]
+    return geom, a, p, f.mean_probability, y0, x0
+
+
+def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPaths | None = None,
+                  options: ExtractOptions | None = None, band_rows: int | None = None, keep_fields: bool = False,
+                  show_bar: bool = False, log=None, task=run_band) -> ExtractionResult:
+    """Extract cropland from one raster on a Dask cluster, in row bands; the same outputs as
+    :func:`engine.api.extract` in one process (see the module docstring).
+
+    Args:
+        client: a ``distributed.Client``; input_path, model: paths the workers (and this client) can open.
+        outputs: files to write, on storage the workers share with the client: the bands' part rasters go to a
+            folder beside the first raster or vector output (else the system's temporary folder, which only a
+            local cluster shares), deleted at the end.
+        band_rows: rows per band (rounded to whole tile rows); None = :func:`default_band_rows`.
+        keep_fields: keep every field (with geometry) in the result.
+        task: the worker function (tests wrap :func:`run_band`).
+
+    Returns:
+        :class:`ExtractionResult` as from a single run; ``stage_seconds`` sums the bands' stages (worker time)
+        and adds the client's (``stitch``, ``write_raster``, ``write_vector``).
+
+    Raises:
+        InputError, ModelError, OutputError (before any task starts); ClusterError when a band's worker died
+        more often than Dask allows.
+    """
+    import tempfile
+
+    import shapely
+    from tqdm import tqdm
+
+    from .api import load_model
+    from .cluster import _distributed, local_threads
+    from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
+    from .pipeline import StageTimer, _open_file, _write_records
+    from .report import write_report
+    from .spool import FieldSpool
+
+    distributed = _distributed()
+    if band_rows is not None and band_rows < 1:
+        raise InputError(f"band rows must be at least 1, got {band_rows}.")
+    start = time.perf_counter()
+    log = log or (lambda _msg: None)
+    options = local_threads(client, options or ExtractOptions())
+    outputs = outputs or OutputPaths()
+    input_path = Path(input_path)
+    check_outputs(outputs, [input_path])
+    model = str(model) if model is not None else None
+    ens = load_model(model, dataclasses.replace(options, threads=1))
+    timer = StageTimer()
+    with _open_file(input_path, ens, options) as source:
+        settings, area = resolve_settings(source, ens, options, outputs, log)
+        grid = TileGrid(source.height, source.width, settings.tile, settings.overlap)
+        workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        bands = plan_bands(grid, options.opening_px, band_rows or default_band_rows(grid, workers))
+        log(f"{input_path.name}: {source.width} x {source.height} px in {len(bands)} band(s) of up to "
+            f"{max(b.row1 - b.row0 for b in bands)} rows on {workers} worker(s).")
+        parts = {kind: part_path(path) for kind, path in outputs.items() if kind != "report"}
+        created = make_folders(outputs)
+        anchor = next((path for kind, path in outputs.items() if kind != "report"), None)
+        work = (anchor.parent if anchor else Path(tempfile.gettempdir())) / \
+            f".{input_path.stem}.bands-{uuid.uuid4().hex[:12]}"
+        futures: list = []
+        device = ens.device
+        try:
+            work.mkdir()
+            futures = [client.submit(task, str(input_path), model, options, settings, band, str(work),
+                                     key=f"band-{band.index}-{work.name}", pure=False) for band in bands]
+            order = {f.key: k for k, f in enumerate(futures)}
+            results: list = [None] * len(bands)
+            with tempfile.TemporaryDirectory(prefix="cropland-") as tmp, \
+                    tqdm(total=len(bands), unit="band", disable=not show_bar, file=sys.stderr, leave=False) as bar:
+                spool = FieldSpool(tmp)
+                try:
+                    for future in distributed.as_completed(futures):
+                        k = order[future.key]
+                        try:
+                            r = future.result()
+                        except distributed.KilledWorker as exc:
+                            raise ClusterError(f"{input_path.name}: the worker running band {k} (rows "
+                                               f"{bands[k].row0}-{bands[k].row1}) died too often ({exc}).") from None
+                        for rec in r.records:
+                            spool.add(shapely.from_wkb(rec[0]), *rec[1:])
+                        r.records = []
+                        device = r.device or device
+                        for name, seconds in r.seconds.items():
+                            timer.seconds[name] = timer.seconds.get(name, 0.0) + seconds
+                        results[k] = r
+                        bar.update(1)
+                    counter = _finish(bands, results, source, options, settings, area, spool, work, parts, timer)
+                    with timer("write_vector"):
+                        records = _write_records(spool, parts.get("vector"), source.crs, keep_fields)
+                    field_count = len(spool)
+                finally:
+                    spool.close()
+            for kind, part in parts.items():
+                commit(part, getattr(outputs, kind))
+        except BaseException:
+            client.cancel(futures)
+            for part in parts.values():
+                discard(part)
+            remove_folders(created)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    stats = counter.result(source.crs, source.name)
+    result = ExtractionResult(
+        input=source.name, crs=stats.crs, pixel_size_m=stats.pixel_size_m, area_method=stats.area_method,
+        valid_area_m2=stats.valid_area_m2, cropland_area_m2=stats.cropland_area_m2,
+        cropland_ratio=stats.cropland_ratio, field_count=field_count, valid_pixels=stats.valid_pixels,
+        cropland_pixels=stats.cropland_pixels, fields=records, models=ens.model_names,
+        device=f"{device}; Dask, {workers} worker(s), {len(bands)} bands", stage_seconds=dict(timer.seconds),
+        outputs={kind: str(path) for kind, path in outputs.items()},
+    )
+    result.seconds = time.perf_counter() - start
+    if outputs.report is not None:
+        write_report(outputs.report, [result])
+    return result
