@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import os
 import shutil
 import sys
@@ -89,9 +90,10 @@ def plan_bands(grid: TileGrid, opening_px: int, band_rows: int) -> list[Band]:
 
 
 def default_band_rows(grid: TileGrid, workers: int) -> int:
-    """Band height for ``workers`` workers: about four bands each (to balance them), never under 8 tile rows (each
-    seam infers one tile row twice: under ~12 % extra work)."""
-    return max(8 * grid.stride, -(-grid.height // max(4 * workers, 1)))
+    """Band height for ``workers`` workers: whole tile rows, about two bands per worker (each seam infers one tile
+    row twice, so fewer, taller bands waste less; two per worker leave room to balance them)."""
+    tile_rows = len(grid.row_origins)
+    return grid.stride * max(1, math.ceil(tile_rows / (2 * max(workers, 1))))
 
 
 @dataclass(frozen=True)
@@ -488,7 +490,7 @@ def _finish(bands: list[Band], results: list[BandResult], source, opts: ExtractO
             polys = simplify_fields([f.polygon for f in held], tolerance_px, source.width, source.height)
             for f, poly in zip(held, polys, strict=True):
                 spool.add(*_spool_args(f, poly, area, source.transform))
-    with timer("write_raster"):
+    with timer("assemble_rasters"):
         if changes:  # as the single run's third pass: the filters' changes burnt into the (opened) mask
             counter.reset_cropland()
             with _mask_writer(source, parts.get("mask")) as writer:
@@ -525,7 +527,7 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
 
     Returns:
         :class:`ExtractionResult` as from a single run; ``stage_seconds`` sums the bands' stages (worker time)
-        and adds the client's (``stitch``, ``write_raster``, ``write_vector``).
+        and adds the client's (``stitch``, ``assemble_rasters``, ``write_vector``).
 
     Raises:
         InputError, ModelError, OutputError (before any task starts); ClusterError when a band's worker died
