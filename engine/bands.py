@@ -328,8 +328,8 @@ class _BandRun:
         for f in self.fields:
             _, y0, _, y1 = f.polygon.bounds
             (open_ if (b.row0 > 0 and y0 == b.row0) or (b.row1 < h and y1 == b.row1) else closed).append(f)
-        hole_has_nodata = _hole_checker(r.parts.get("mask"), b.row0) if self.s.filtered else None
-        with self.timer("vectorize"):
+        hole_has_nodata = _HoleChecker(r.parts["mask"], b.row0) if self.s.filtered else None
+        with self.timer("vectorize"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
             for f in closed:
                 kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
                                             hole_has_nodata)
@@ -367,25 +367,31 @@ def _row_labels(polys: list, row: int, width: int) -> np.ndarray:
     return rasterize(hits, out_shape=(1, width), transform=Affine.translation(0, row), fill=0, dtype="int32")[0]
 
 
-def _hole_checker(mask_path, row0: int):
+class _HoleChecker:
     """``hole_has_nodata(hole_px) -> bool`` over a mask raster (255 = nodata) whose first row is raster row
-    ``row0`` (a band part or the VRT of all of them); as engine.pipeline checks holes against its raw mask."""
-    if mask_path is None:
-        return None
-    import rasterio
-    from affine import Affine
-    from rasterio.features import rasterize
-    from rasterio.windows import Window as RioWindow
+    ``row0`` (a band's part or the VRT of all parts), as engine.pipeline checks holes against its raw mask (the
+    opened mask has its nodata in the same places). Opened on first use; :meth:`close` when done."""
 
-    def hole_has_nodata(hole) -> bool:
+    def __init__(self, mask_path, row0: int):
+        self.path, self.row0, self._ds = mask_path, row0, None
+
+    def __call__(self, hole) -> bool:
+        import rasterio
+        from affine import Affine
+        from rasterio.features import rasterize
+        from rasterio.windows import Window as RioWindow
+
+        if self._ds is None:
+            self._ds = rasterio.open(self.path)
         x0, y0, x1, y1 = (int(v) for v in hole.bounds)
-        with rasterio.open(mask_path) as ds:
-            raw = ds.read(1, window=RioWindow(x0, y0 - row0, x1 - x0, y1 - y0))
+        raw = self._ds.read(1, window=RioWindow(x0, y0 - self.row0, x1 - x0, y1 - y0))
         inside = rasterize([(hole, 1)], out_shape=raw.shape, transform=Affine.translation(x0, y0), fill=0,
                            dtype="uint8") > 0
         return bool((raw[inside] == MASK_NODATA).any())
 
-    return hole_has_nodata
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
 
 
 # ---- the client: plan, submit, stitch, write ---------------------------------------------------------------------
@@ -471,8 +477,8 @@ def _finish(bands: list[Band], results: list[BandResult], source, opts: ExtractO
     changes = [(shapely.from_wkb(g), v) for r in results for g, v in r.changes]
     held = [Field(shapely.from_wkb(g), ps, px) for r in results for g, ps, px in r.held]
     seams = tuple(float(b.row0) for b in bands[1:])
-    hole_has_nodata = _hole_checker(vrts.get("mask"), 0) if settings.filtered else None
-    with timer("stitch"):
+    hole_has_nodata = _HoleChecker(vrts["mask"], 0) if settings.filtered else None
+    with timer("stitch"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
         for group in _open_groups(results):
             poly = (_polygon(group[0][0], group[0][1]) if len(group) == 1
                     else merge_fragments([(points, sizes) for points, sizes, _, _ in group], seams))
@@ -521,7 +527,8 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
         outputs: files to write, on storage the workers share with the client: the bands' part rasters go to a
             folder beside the first raster or vector output (else the system's temporary folder, which only a
             local cluster shares), deleted at the end.
-        band_rows: rows per band (rounded to whole tile rows); None = :func:`default_band_rows`.
+        band_rows: rows per band (rounded to whole tile rows); None = :func:`default_band_rows` for the workers
+            connected now (give it when workers are still joining, e.g. a SLURM cluster scaling up).
         keep_fields: keep every field (with geometry) in the result.
         task: the worker function (tests wrap :func:`run_band`).
 

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -226,7 +227,8 @@ def extract_scenes(client, inputs: Sequence[str | Path], model=None, outputs: Se
             seen[path.resolve()] = inp
     model = str(model) if model is not None else None
     before = _part_files(outputs)
-    futures = [client.submit(task, inp, model, out, options, key=f"scene-{k}-{Path(inp).stem}-{os.getpid()}",
+    run_id = uuid.uuid4().hex[:12]  # a key never seen by the scheduler: no stale result of an earlier run
+    futures = [client.submit(task, inp, model, out, options, key=f"scene-{k}-{Path(inp).stem}-{run_id}",
                              pure=False) for k, (inp, out) in enumerate(zip(inputs, outputs, strict=True))]
     index = {f.key: k for k, f in enumerate(futures)}
     results: list = [None] * len(futures)
