@@ -161,6 +161,11 @@ def _extract(args) -> int:
     for _, outputs in plans:  # refuse clashes and existing files for every input before the first one runs
         check_outputs(outputs, args.inputs)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.band_rows is not None and not (args.cluster and len(args.inputs) == 1):
+        from .errors import InputError
+
+        raise InputError("--band-rows splits one input into bands on a Dask cluster: give it with --cluster and a "
+                         "single input.")
     if args.cluster:
         from .cluster import cli_extract
 

@@ -100,6 +100,8 @@ def test_a_failing_scene_is_reported_and_the_others_kept(client, green_model, tm
     for k in (0, 2):
         assert results[k].field_count > 0 and (tmp_path / "out" / f"{inputs[k].stem}.gpkg").exists()
     assert not list((tmp_path / "out").glob("broken*"))
+    here = extract_many(inputs, green_model, [_outputs(tmp_path / "here", p.stem) for p in inputs])
+    assert [type(r) for r in here] == [type(r) for r in results] and here[1].error == results[1].error
 
 
 def kill_on_first_try(marker: str, *args, **kwargs):
@@ -151,6 +153,8 @@ def test_an_unreachable_scheduler_is_a_clear_error_at_once(green_model, tmp_path
     assert not (tmp_path / "f.gpkg").exists()
     with pytest.raises(ClusterError, match="at least 1"):
         connect("local:0")
+    assert main(["extract", str(scene), "--model", str(green_model), "--band-rows", "64", "-q"]) == 2
+    assert "give it with --cluster" in capsys.readouterr().err
 
 
 def test_cli_many_scenes_on_a_local_cluster(green_model, tmp_path, capsys):
