@@ -181,6 +181,12 @@ def run_band(path: str, model, options: ExtractOptions, settings: Settings, band
     from .cluster import worker_model
     from .pipeline import _open_file, bounded_gdal_cache, gdal_cache_bytes
 
+    if not Path(work_dir).is_dir():
+        import socket
+
+        raise ClusterError(f"The band folder {work_dir} made by the client is not visible on the worker "
+                           f"{socket.gethostname()}: the input and outputs must be on storage shared by the client "
+                           "and every worker (docs/SCALE.md).")
     ens = worker_model(model, options)
     ens.batch_size = settings.batch_size
     with _open_file(Path(path), ens, options) as source, \
@@ -254,10 +260,8 @@ class _BandRun:
         tiles = list(grid.tiles())
         ncols = len(grid.col_origins)
         first, end = b.tile_row0 * ncols, (b.tile_row1 + 1) * ncols
-        batch = s.batch_size
+        batch = s.batch_size  # the whole run's batches that hold this band's tiles (see the module docstring)
         batches = [tiles[k * batch:(k + 1) * batch] for k in range(first // batch, (end - 1) // batch + 1)]
-        mine = range(first, end)
-        index = {(i, j): k for k, (i, j, _, _) in enumerate(tiles)}
 
         def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
             a, z = max(row0, b.need0), min(row0 + prob.shape[0], b.need1)
@@ -288,7 +292,7 @@ class _BandRun:
             self.result.tiles += len(chunk)
             with self.timer("blend"):
                 for (i, j, _, _), p, v in zip(chunk, prob, valid, strict=True):
-                    if index[(i, j)] in mine:
+                    if b.tile_row0 <= i <= b.tile_row1:
                         blender.add(i, j, p, v)
                         if j == ncols - 1:
                             blender.finish_row(i)
