@@ -619,6 +619,7 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
             client.cancel(futures)
             for part in parts.values():
                 discard(part)
+            shutil.rmtree(work, ignore_errors=True)  # before the folders it lies in
             remove_folders(created)
             raise
         finally:

@@ -28,7 +28,7 @@ distributed = pytest.importorskip("distributed", reason="dask.distributed is not
 from engine.bands import extract_bands, run_band  # noqa: E402
 from engine.cli import main  # noqa: E402
 from engine.cluster import connect, extract_scenes, run_scene  # noqa: E402
-from engine.errors import ClusterError  # noqa: E402
+from engine.errors import ClusterError, InputError  # noqa: E402
 from engine.result import SceneFailure  # noqa: E402
 
 UTM = CRS.from_epsg(32633)
@@ -254,6 +254,31 @@ def test_a_worker_killed_during_a_band_is_retried_with_the_same_result(client, b
     assert marker.exists()
     assert_same_outputs(_outputs(tmp_path / "single", "m"), _outputs(tmp_path / "bands", "m"))
     client.wait_for_workers(2, timeout=60)
+
+
+def fail_band_one(*args, **kwargs):
+    """A band task that fails on band 1 (after the others may have written their parts)."""
+    if args[4].index == 1:
+        raise InputError("band 1 could not be read")
+    return run_band(*args, **kwargs)
+
+
+def test_a_failing_band_leaves_nothing_behind(client, blur_model, tmp_path):
+    src = _mosaic(tmp_path, seed=6)
+    with pytest.raises(InputError, match="band 1 could not be read"):
+        extract_bands(client, src, blur_model, _outputs(tmp_path / "out", "m"), ExtractOptions(), band_rows=96,
+                      task=fail_band_one)
+    assert not (tmp_path / "out").exists()  # the folder it made for the outputs is gone too
+
+
+def test_geographic_raster_in_bands(client, blur_model, tmp_path):
+    geo = Affine(0.00002, 0, 10.0, 0, -0.00002, 50.0)  # ~1.4 x 2.2 m pixels at 50° N: geodesic areas
+    src = write_raster(tmp_path / "geo.tif", mosaic_scene(480, 256, seed=7), geo, CRS.from_epsg(4326), nodata=0)
+    options = ExtractOptions(min_area_m2=100, max_hole_m2=50)
+    extract(src, blur_model, _outputs(tmp_path / "single", "g"), options)
+    result = extract(src, blur_model, _outputs(tmp_path / "bands", "g"), options, client=client, band_rows=48)
+    assert result.area_method == "geodesic"
+    assert_same_outputs(_outputs(tmp_path / "single", "g"), _outputs(tmp_path / "bands", "g"))
 
 
 def test_cli_one_raster_in_bands(blur_model, tmp_path, capsys):
