@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.api import load_model
     from engine.bands import default_band_rows
     from engine.options import ExtractOptions
-    from engine.pipeline import default_batch_size
+    from engine.context import default_batch_size
     from engine.tiling import TileGrid
 
     scene_side, mosaic_px = mosaic_side(args.scene_mpx), mosaic_side(args.mosaic_mpx)

@@ -1,9 +1,11 @@
 """One huge raster on a Dask cluster, in row bands, with the same result as a run in one process.
 
-The client plans bands of rows; each band is one task. A band task opens the raster itself and infers exactly the
-tiles of the whole raster's grid (anchored at the raster's corner, not the band's) that touch the rows it needs,
-in the very batches a single run would form (a few tiles of a batch shared with the next band are inferred twice),
-and blends them in the same order, so its probabilities are bit for bit those of a single run. Around its own
+The client plans bands of rows (:func:`plan_bands`); each band is one task running the *band plan*
+(:func:`band_plan`) on a worker. A band task opens the raster itself and, through the pipeline's own pass 1
+(:class:`engine.stages.Infer` with ``rows_from`` and ``whole_batches``), infers exactly the tiles of the whole
+raster's grid (anchored at the raster's corner, not the band's) that blend into the rows it needs, in the very
+batches a single run forms (a few tiles of a batch shared with the next band are inferred twice), and blends them
+in the same order, so its probabilities are bit for bit those of a single run. Around its own
 rows it takes ``2 x opening radius`` rows of context (:mod:`engine.mask_stream`) so that its opened mask is exact
 too; seams are placed just below a tile row's overlap, where one tile row alone covers the halo, so that each seam
 costs one tile row inferred twice (see :func:`plan_bands`).
@@ -37,16 +39,19 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from .areas import area_model
+from .context import Callbacks, RunContext, Tiling, prepare
 from .errors import ClusterError, InputError
 from .mask_stream import MASK_NODATA, MaskStream
 from .options import ExtractOptions, OutputPaths
+from .plans import Plan
 from .result import ExtractionResult
-from .stats import AreaCounter, area_model
+from .runtime import StageTimer
+from .stages import PROB_NODATA, PROB_SCALE_U8, BurnChanges, Infer, RequireValid, WriteFields
+from .stages import Band as Rows
 from .tiling import TileGrid
 from .vectorize import Field, StripVectorizer, _UnionFind, filter_field, merge_fragments, simplify_fields, to_map
-
-PROB_NODATA = -1.0  # as engine.pipeline writes the probability
-PROB_SCALE_U8 = 254
+from .workers import distributed_module, local_threads, worker_model
 
 
 @dataclass(frozen=True)
@@ -98,17 +103,22 @@ def default_band_rows(grid: TileGrid, workers: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the client resolves once for every band: tiling, threshold, batch, stretch, and what to write."""
+    """What the client resolves once for every band (:func:`engine.context.prepare`) and what to write."""
 
-    tile: int
-    overlap: int
+    tiling: Tiling
     threshold: float
-    batch_size: int
     stretch: object  # engine.normalize.Stretch or None
     filtered: bool  # --min-area / --max-hole on (with known areas)
-    quantized: bool  # field means from the uint8 probability, as the single run's filtered passes read it
+    quantized: bool  # field means from the uint8 probability, as the single run's filtered plan reads them
     mask: bool  # write mask parts (the mask is asked for, or the filters may change it)
     probability: bool
+
+    @classmethod
+    def of(cls, ctx: RunContext, outputs: OutputPaths) -> Settings:
+        """The settings of the run ``ctx`` (from :func:`engine.context.prepare`) writing ``outputs``."""
+        return cls(ctx.tiling, ctx.threshold, ctx.stretch, ctx.filtered,
+                   quantized=ctx.filtered and outputs.probability is None,
+                   mask=outputs.mask is not None or ctx.filtered, probability=outputs.probability is not None)
 
 
 @dataclass
@@ -128,44 +138,7 @@ class BandResult:
     bottom_labels: np.ndarray | None = None  # the same on row1 - 1
     parts: dict = field(default_factory=dict)  # kind -> path of its part raster
     seconds: dict = field(default_factory=dict)
-    tiles: int = 0  # tiles inferred (some of a neighbour's, to keep the single run's batches)
     device: str = ""
-
-
-# ---- the client resolves the run once ----------------------------------------------------------------------------
-
-
-def resolve_settings(source, ens, opts: ExtractOptions, outputs: OutputPaths, log) -> tuple[Settings, object]:
-    """Tiling, threshold, batch and stretch as :func:`engine.pipeline._run` chooses them (and the area model).
-
-    Raises:
-        InputError: an overlap over half the tile, or a raster that is all nodata.
-    """
-    from .io import sample_values
-    from .normalize import choose_stretch
-    from .pipeline import _any_valid, default_batch_size
-
-    tile = opts.tile_size or ens.tile_size
-    multiple = max(int(m.meta.extra.get("size_multiple", 1) or 1) for m in ens.members)
-    if tile % multiple:
-        tile = -(-tile // multiple) * multiple
-        log(f"Tile size rounded up to {tile} px: the model needs a multiple of {multiple} px.")
-    overlap = opts.overlap if opts.overlap is not None else min(ens.overlap, tile // 2)
-    if overlap * 2 > tile:
-        raise InputError(f"overlap {overlap} px must be at most half the tile size {tile} px.")
-    threshold = opts.threshold if opts.threshold is not None else ens.threshold
-    on_gpu = any(getattr(m, "device", "cpu") == "cuda" for m in ens.members)
-    batch = opts.batch_size or default_batch_size(tile, on_gpu)
-    area = area_model(source.crs, source.transform, source.height, opts.pixel_size_m, log, Path(source.name).name)
-    sample = sample_values(source)
-    if sample.shape[1] == 0 and not _any_valid(source):
-        raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
-    stretch = choose_stretch(sample, ens.meta, opts.stretch, source.name) if sample.shape[1] else None
-    filtered = area.known and (opts.min_area_m2 > 0 or opts.max_hole_m2 > 0)
-    settings = Settings(tile, overlap, threshold, batch, stretch, filtered,
-                        quantized=filtered and outputs.probability is None,
-                        mask=outputs.mask is not None or filtered, probability=outputs.probability is not None)
-    return settings, area
 
 
 # ---- a band, on a worker -----------------------------------------------------------------------------------------
@@ -173,13 +146,13 @@ def resolve_settings(source, ens, opts: ExtractOptions, outputs: OutputPaths, lo
 
 def run_band(path: str, model, options: ExtractOptions, settings: Settings, band: Band, work_dir: str,
              progress=None) -> BandResult:
-    """Worker task: infer, blend, threshold, open and vectorise one band; see the module docstring.
+    """Worker task: the band plan (:func:`band_plan`) over one band; see the module docstring.
 
     Part rasters go to ``work_dir`` (shared with the client) under names fixed by the band, written under
     temporary names first, so a task run again after its worker died writes the same files.
     """
-    from .cluster import worker_model
-    from .pipeline import _open_file, bounded_gdal_cache, gdal_cache_bytes
+    from .pipeline import open_source
+    from .runtime import bounded_gdal_cache, gdal_cache_bytes
 
     if not Path(work_dir).is_dir():
         import socket
@@ -188,46 +161,68 @@ def run_band(path: str, model, options: ExtractOptions, settings: Settings, band
                            f"{socket.gethostname()}: the input and outputs must be on storage shared by the client "
                            "and every worker (docs/SCALE.md).")
     ens = worker_model(model, options)
-    ens.batch_size = settings.batch_size
-    with _open_file(Path(path), ens, options) as source, \
-            bounded_gdal_cache(gdal_cache_bytes(source, settings.tile)):
-        return _BandRun(source, ens, options, settings, band, Path(work_dir), progress).run()
+    ens.batch_size = settings.tiling.batch_size
+    with open_source(Path(path), ens, options) as source, \
+            bounded_gdal_cache(gdal_cache_bytes(source, settings.tiling.tile)):
+        area = area_model(source.crs, source.transform, source.height, options.pixel_size_m)
+        ctx = RunContext(source, ens, options, settings.tiling, area, StageTimer(), Callbacks.of(progress=progress),
+                         threshold=settings.threshold, stretch=settings.stretch)
+        sink = BandSink(ctx, settings, band, Path(work_dir))
+        band_plan(ctx, sink).run(ctx)
+        return sink.result
 
 
-class _BandRun:
-    def __init__(self, source, ens, opts, settings: Settings, band: Band, work: Path, progress):
-        from .pipeline import StageTimer
+def band_plan(ctx: RunContext, sink: BandSink) -> Plan:
+    """The plan of one band: pass 1 over the tile rows the band needs, in the whole run's batches, into ``sink``
+    (counts, part rasters, opening, fields); then the band's fields, filtered and measured."""
+    b = sink.band
+    infer = Infer([sink], range(b.tile_row0, b.tile_row1 + 1), rows_from=b.need0, whole_batches=True)
+    return Plan("band", [infer, FinishBand(sink)])
 
-        self.source, self.ens, self.opts, self.s, self.band, self.work = source, ens, opts, settings, band, work
-        self.progress = progress or (lambda *_: None)
-        self.area = area_model(source.crs, source.transform, source.height, opts.pixel_size_m)
-        self.counter = AreaCounter(self.area)
-        self.timer = StageTimer()
-        self.vec = StripVectorizer(source.width)
+
+class BandSink:
+    """Row sink of a band's pass 1 (:class:`engine.stages.Infer` hands on rows from ``band.need0``): counts the
+    valid pixels of the band's own rows and writes their probability part, thresholds and opens the rows it needs
+    (the opening's context included), then, on the band's own rows, counts cropland, writes the mask part and
+    vectorises. :meth:`finish` filters and measures the fields wholly inside the band and labels the open ones."""
+
+    def __init__(self, ctx: RunContext, settings: Settings, band: Band, work: Path):
+        self.ctx, self.s, self.band, self.work = ctx, settings, band, work
+        self.source, self.counter, self.timer = ctx.source, ctx.counter, ctx.timer
+        self.vec = StripVectorizer(ctx.source.width)
         self.fields: list[Field] = []  # in raster coordinates
         self.result = BandResult(band.index)
+        self._stack = contextlib.ExitStack()
+        self.writers = {kind: self._stack.enter_context(self._part_writer(kind))
+                        for kind in ("mask", "probability") if getattr(settings, kind)}
+        self.stream = MaskStream(ctx.options.opening_px, self._opened)
 
-    def run(self) -> BandResult:
-        s = self.s
-        grid = TileGrid(self.source.height, self.source.width, s.tile, s.overlap)
-        with contextlib.ExitStack() as stack:
-            self.writers = {}
-            for kind, wanted in (("mask", s.mask), ("probability", s.probability)):
-                if wanted:
-                    self.writers[kind] = stack.enter_context(self._part_writer(kind))
-            stream = MaskStream(self.opts.opening_px, self._opened)
-            self._infer(grid, stream)
-            stream.close()
-            self._take(self.vec.fields())
-            for writer in self.writers.values():
-                writer.close()
-        self._finish_fields()
-        r = self.result
-        r.valid_pixels, r.cropland_pixels = self.counter.valid_pixels, self.counter.cropland_pixels
-        r.valid_area, r.cropland_area = self.counter.valid_area, self.counter.cropland_area
-        r.seconds = dict(self.timer.seconds)
-        r.device = self.ens.device
-        return r
+    def __call__(self, rows: Rows) -> None:
+        b, s = self.band, self.s
+        if rows.row0 >= b.need1:
+            return
+        n = min(rows.prob.shape[0], b.need1 - rows.row0)
+        prob, valid, mask = rows.prob[:n], rows.valid[:n], rows.mask[:n]
+        c, d = max(rows.row0, b.row0), min(rows.row0 + n, b.row1)
+        if c < d:
+            own = slice(c - rows.row0, d - rows.row0)
+            self.counter.add(c, valid[own])
+            if "probability" in self.writers:
+                with self.timer("write_raster"):
+                    self.writers["probability"].write(c - b.row0, np.where(valid[own], prob[own], PROB_NODATA)
+                                                      .astype(np.float32))
+        if s.quantized:  # the single run's filtered plan reads the fields' means from a uint8 copy
+            prob = np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8) \
+                .astype(np.float32) / np.float32(PROB_SCALE_U8)
+        self.stream.push(rows.row0 - b.need0, mask.astype(np.uint8), valid, prob)
+
+    def close(self) -> None:
+        """After the last rows: the opening's last strips, the last fields, the part rasters closed."""
+        self.stream.close()
+        self._take(self.vec.fields())
+        for writer in self.writers.values():
+            writer.close()
+        self._stack.close()
 
     @contextlib.contextmanager
     def _part_writer(self, kind: str):
@@ -251,52 +246,6 @@ class _BandRun:
         finally:
             part.unlink(missing_ok=True)
         self.result.parts[kind] = str(final)
-
-    def _infer(self, grid: TileGrid, stream: MaskStream) -> None:
-        from .blend import StripBlender
-        from .io import Window
-
-        b, s, t = self.band, self.s, self.s.tile
-        tiles = list(grid.tiles())
-        ncols = len(grid.col_origins)
-        first, end = b.tile_row0 * ncols, (b.tile_row1 + 1) * ncols
-        batch = s.batch_size  # the whole run's batches that hold this band's tiles (see the module docstring)
-        batches = [tiles[k * batch:(k + 1) * batch] for k in range(first // batch, (end - 1) // batch + 1)]
-
-        def emit(row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
-            a, z = max(row0, b.need0), min(row0 + prob.shape[0], b.need1)
-            if a >= z:
-                return
-            prob, valid = prob[a - row0:z - row0], valid[a - row0:z - row0]
-            c, d = max(a, b.row0), min(z, b.row1)
-            if c < d:
-                self.counter.add(c, valid[c - a:d - a])
-                if "probability" in self.writers:
-                    with self.timer("write_raster"):
-                        self.writers["probability"].write(c - b.row0, np.where(
-                            valid[c - a:d - a], prob[c - a:d - a], PROB_NODATA).astype(np.float32))
-            mask = (prob > s.threshold) & valid
-            if s.quantized:  # the single run's filtered passes read the means from a uint8 copy
-                prob = np.where(valid, np.rint(prob * PROB_SCALE_U8), MASK_NODATA).astype(np.uint8) \
-                    .astype(np.float32) / np.float32(PROB_SCALE_U8)
-            stream.push(a - b.need0, mask.astype(np.uint8), valid, prob)
-
-        blender = StripBlender(grid, emit)
-        for k, chunk in enumerate(batches):
-            with self.timer("read"):
-                reads = [self.source.read(Window(r, c, t, t)) for _, _, r, c in chunk]
-            raw = np.stack([v for v, _ in reads])
-            valid = np.stack([m for _, m in reads])
-            with self.timer("inference"):
-                prob = self.ens.predict(raw, valid, s.stretch, self.opts.tta)
-            self.result.tiles += len(chunk)
-            with self.timer("blend"):
-                for (i, j, _, _), p, v in zip(chunk, prob, valid, strict=True):
-                    if b.tile_row0 <= i <= b.tile_row1:
-                        blender.add(i, j, p, v)
-                        if j == ncols - 1:
-                            blender.finish_row(i)
-            self.progress((k + 1) / len(batches), "band")
 
     def _opened(self, rel0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
         """Sink of the opening: strips of the opened mask; keeps those of this band's own rows."""
@@ -323,11 +272,11 @@ class _BandRun:
             poly = shapely.transform(f.polygon, lambda xy: xy + np.array([0.0, shift])) if shift else f.polygon
             self.fields.append(Field(poly, f.prob_sum, f.pixels))
 
-    def _finish_fields(self) -> None:
+    def finish(self) -> None:
         """Filter and measure the fields wholly inside the band; label the open ones on the band's edge rows."""
         import shapely
 
-        b, h, r = self.band, self.source.height, self.result
+        b, h, r, opts = self.band, self.source.height, self.result, self.ctx.options
         closed, open_ = [], []
         for f in self.fields:
             _, y0, _, y1 = f.polygon.bounds
@@ -335,15 +284,14 @@ class _BandRun:
         hole_has_nodata = _HoleChecker(r.parts["mask"], b.row0) if self.s.filtered else None
         with self.timer("vectorize"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
             for f in closed:
-                kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
-                                            hole_has_nodata)
+                kept, change = filter_field(f, self.ctx.area, opts.min_area_m2, opts.max_hole_m2, hole_has_nodata)
                 r.changes.extend((shapely.to_wkb(g), v) for g, v in change)
                 if kept is None:
                     continue
-                if self.opts.simplify_m > 0:
+                if opts.simplify_m > 0:
                     r.held.append((shapely.to_wkb(kept.polygon), kept.prob_sum, kept.pixels))
                 else:
-                    geom, *rest = _spool_args(kept, kept.polygon, self.area, self.source.transform)
+                    geom, *rest = _spool_args(kept, kept.polygon, self.ctx.area, self.source.transform)
                     r.records.append((shapely.to_wkb(geom), *rest))
             for f in open_:
                 rings = [f.polygon.exterior, *f.polygon.interiors]
@@ -355,6 +303,21 @@ class _BandRun:
                 r.top_labels = _row_labels(polys, b.row0, self.source.width)
             if b.row1 < h:
                 r.bottom_labels = _row_labels(polys, b.row1 - 1, self.source.width)
+        c = self.counter
+        r.valid_pixels, r.cropland_pixels, r.valid_area, r.cropland_area = \
+            c.valid_pixels, c.cropland_pixels, c.valid_area, c.cropland_area
+        r.seconds = dict(self.timer.seconds)
+        r.device = self.ctx.ensemble.device
+
+
+@dataclass
+class FinishBand:
+    """The band plan's last stage: :meth:`BandSink.finish`."""
+
+    sink: BandSink
+
+    def run(self, ctx: RunContext) -> None:
+        self.sink.finish()
 
 
 def _row_labels(polys: list, row: int, width: int) -> np.ndarray:
@@ -423,7 +386,7 @@ def _copy_raster(src_path: Path, dst_path: Path, source, dtype: str, nodata: flo
     import rasterio
     from rasterio.windows import Window as RioWindow
 
-    from .stats import iter_strips
+    from .runtime import iter_strips
     from .writers import RowWriter, raster_profile
 
     with rasterio.open(src_path) as src, \
@@ -455,62 +418,58 @@ def _open_groups(results: list[BandResult]) -> list[list[tuple]]:
     return list(groups.values())
 
 
-def _finish(bands: list[Band], results: list[BandResult], source, opts: ExtractOptions, settings: Settings, area,
-            spool, work: Path, parts: dict, timer) -> AreaCounter:
-    """Client side, once every band is in: sum the counts, stitch, filter and spool the open fields, simplify
-    when asked, and write the mask and probability from the bands' parts (burning in the filters' changes)."""
+def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], settings: Settings, work: Path,
+            parts: dict) -> None:
+    """Client side, once every band is in: sum the counts, stitch, filter and spool the open fields (simplify all
+    when asked), and write the mask and probability from the bands' parts, burning in the filters' changes as
+    the single run's filtered plan does (:class:`engine.stages.BurnChanges`, over the opened mask: no opening)."""
     import shapely
 
-    from .pipeline import _mask_writer, _pass_final_mask
     from .vectorize import _polygon
 
-    counter = AreaCounter(area)
+    source, opts, area = ctx.source, ctx.options, ctx.area
     for r in results:
-        counter.valid_pixels += r.valid_pixels
-        counter.cropland_pixels += r.cropland_pixels
-        counter.valid_area += r.valid_area
-        counter.cropland_area += r.cropland_area
-    if counter.valid_pixels == 0:
-        raise InputError(f"{source.name}: every pixel is nodata; there is nothing to classify.")
+        ctx.counter.valid_pixels += r.valid_pixels
+        ctx.counter.cropland_pixels += r.cropland_pixels
+        ctx.counter.valid_area += r.valid_area
+        ctx.counter.cropland_area += r.cropland_area
+    RequireValid().run(ctx)
     vrts = {}
     for kind, dtype, nodata in (("mask", "uint8", MASK_NODATA), ("probability", "float32", PROB_NODATA)):
         if getattr(settings, kind):
             vrts[kind] = _write_vrt(work / f"{kind}.vrt", [(r.parts[kind], b.row0, b.row1 - b.row0)
                                                           for b, r in zip(bands, results, strict=True)],
                                     source, dtype, nodata)
-    changes = [(shapely.from_wkb(g), v) for r in results for g, v in r.changes]
+    ctx.changes = [(shapely.from_wkb(g), v) for r in results for g, v in r.changes]
     held = [Field(shapely.from_wkb(g), ps, px) for r in results for g, ps, px in r.held]
     seams = tuple(float(b.row0) for b in bands[1:])
     hole_has_nodata = _HoleChecker(vrts["mask"], 0) if settings.filtered else None
-    with timer("stitch"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
+    with ctx.timer("stitch"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
         for group in _open_groups(results):
             poly = (_polygon(group[0][0], group[0][1]) if len(group) == 1
                     else merge_fragments([(points, sizes) for points, sizes, _, _ in group], seams))
             whole = Field(poly, sum(g[2] for g in group), sum(g[3] for g in group))
             kept, change = filter_field(whole, area, opts.min_area_m2, opts.max_hole_m2, hole_has_nodata)
-            changes.extend(change)
+            ctx.changes.extend(change)
             if kept is None:
                 continue
             if opts.simplify_m > 0:
                 held.append(kept)
             else:
-                spool.add(*_spool_args(kept, kept.polygon, area, source.transform))
+                ctx.spool.add(*_spool_args(kept, kept.polygon, area, source.transform))
         if held:
             tolerance_px = opts.simplify_m / (area.pixel_size_m or 1.0)
             polys = simplify_fields([f.polygon for f in held], tolerance_px, source.width, source.height)
             for f, poly in zip(held, polys, strict=True):
-                spool.add(*_spool_args(f, poly, area, source.transform))
-    with timer("assemble_rasters"):
-        if changes:  # as the single run's third pass: the filters' changes burnt into the (opened) mask
-            counter.reset_cropland()
-            with _mask_writer(source, parts.get("mask")) as writer:
-                _pass_final_mask(source, dataclasses.replace(opts, opening_px=0), changes, vrts["mask"], counter,
-                                 writer, lambda: False)
+                ctx.spool.add(*_spool_args(f, poly, area, source.transform))
+    with ctx.timer("assemble_rasters"):
+        if ctx.changes:
+            BurnChanges(vrts["mask"], parts.get("mask")).run(
+                dataclasses.replace(ctx, options=dataclasses.replace(opts, opening_px=0)))
         elif "mask" in parts:
             _copy_raster(vrts["mask"], parts["mask"], source, "uint8", MASK_NODATA)
         if "probability" in parts:
             _copy_raster(vrts["probability"], parts["probability"], source, "float32", PROB_NODATA)
-    return counter
 
 
 def _spool_args(f: Field, poly_px, area, transform) -> tuple:
@@ -549,32 +508,29 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
     import shapely
     from tqdm import tqdm
 
-    from .api import load_model
-    from .cluster import _distributed, local_threads
+    from .ensemble import load_ensemble
     from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
-    from .pipeline import StageTimer, _open_file, _write_records
+    from .pipeline import _result, open_source
     from .report import write_report
-    from .spool import FieldSpool
 
-    distributed = _distributed()
+    distributed = distributed_module()
     if band_rows is not None and band_rows < 1:
         raise InputError(f"band rows must be at least 1, got {band_rows}.")
     start = time.perf_counter()
-    log = log or (lambda _msg: None)
     options = local_threads(client, options or ExtractOptions())
     outputs = outputs or OutputPaths()
     input_path = Path(input_path)
     check_outputs(outputs, [input_path])
     model = str(model) if model is not None else None
-    ens = load_model(model, dataclasses.replace(options, threads=1))
-    timer = StageTimer()
-    with _open_file(input_path, ens, options) as source:
-        settings, area = resolve_settings(source, ens, options, outputs, log)
-        grid = TileGrid(source.height, source.width, settings.tile, settings.overlap)
+    ens = load_ensemble(model, dataclasses.replace(options, threads=1), log)
+    with open_source(input_path, ens, options) as source:
+        ctx = prepare(source, ens, options, Callbacks.of(log=log))
+        settings = Settings.of(ctx, outputs)
+        grid = ctx.tiling.grid(source.height, source.width)
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
         bands = plan_bands(grid, options.opening_px, band_rows or default_band_rows(grid, workers))
-        log(f"{input_path.name}: {source.width} x {source.height} px in {len(bands)} band(s) of up to "
-            f"{max(b.row1 - b.row0 for b in bands)} rows on {workers} worker(s).")
+        ctx.callbacks.log(f"{input_path.name}: {source.width} x {source.height} px in {len(bands)} band(s) of up "
+                          f"to {max(b.row1 - b.row0 for b in bands)} rows on {workers} worker(s).")
         parts = {kind: part_path(path) for kind, path in outputs.items() if kind != "report"}
         created = make_folders(outputs)
         anchor = next((path for kind, path in outputs.items() if kind != "report"), None)
@@ -590,7 +546,7 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
             results: list = [None] * len(bands)
             with tempfile.TemporaryDirectory(prefix="cropland-") as tmp, \
                     tqdm(total=len(bands), unit="band", disable=not show_bar, file=sys.stderr, leave=False) as bar:
-                spool = FieldSpool(tmp)
+                ctx.begin(Path(tmp))
                 try:
                     for future in distributed.as_completed(futures):
                         k = order[future.key]
@@ -600,19 +556,17 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
                             raise ClusterError(f"{input_path.name}: the worker running band {k} (rows "
                                                f"{bands[k].row0}-{bands[k].row1}) died too often ({exc}).") from None
                         for rec in r.records:
-                            spool.add(shapely.from_wkb(rec[0]), *rec[1:])
+                            ctx.spool.add(shapely.from_wkb(rec[0]), *rec[1:])
                         r.records = []
                         device = r.device or device
                         for name, seconds in r.seconds.items():
-                            timer.seconds[name] = timer.seconds.get(name, 0.0) + seconds
+                            ctx.timer.seconds[name] = ctx.timer.seconds.get(name, 0.0) + seconds
                         results[k] = r
                         bar.update(1)
-                    counter = _finish(bands, results, source, options, settings, area, spool, work, parts, timer)
-                    with timer("write_vector"):
-                        records = _write_records(spool, parts.get("vector"), source.crs, keep_fields)
-                    field_count = len(spool)
+                    _finish(ctx, bands, results, settings, work, parts)
+                    WriteFields(parts.get("vector"), keep_fields).run(ctx)
                 finally:
-                    spool.close()
+                    ctx.close()
             for kind, part in parts.items():
                 commit(part, getattr(outputs, kind))
         except BaseException:
@@ -624,16 +578,10 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    stats = counter.result(source.crs, source.name)
-    result = ExtractionResult(
-        input=source.name, crs=stats.crs, pixel_size_m=stats.pixel_size_m, area_method=stats.area_method,
-        valid_area_m2=stats.valid_area_m2, cropland_area_m2=stats.cropland_area_m2,
-        cropland_ratio=stats.cropland_ratio, field_count=field_count, valid_pixels=stats.valid_pixels,
-        cropland_pixels=stats.cropland_pixels, fields=records, models=ens.model_names,
-        device=f"{device}; Dask, {workers} worker(s), {len(bands)} bands", stage_seconds=dict(timer.seconds),
-        outputs={kind: str(path) for kind, path in outputs.items()},
-    )
-    result.seconds = time.perf_counter() - start
+    result = _result(ctx, outputs, start)
+    result.device = f"{device}; Dask, {workers} worker(s), {len(bands)} bands"
     if outputs.report is not None:
         write_report(outputs.report, [result])
+    ctx.callbacks.log("Stages (bands summed): " + ", ".join(f"{k} {v:.2f} s" for k, v in ctx.timer.seconds.items())
+                      + f"; total {result.seconds:.2f} s.")
     return result

@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import ClusterError, CroplandError, DependencyError
+from .errors import ClusterError, CroplandError
 from .options import ExtractOptions, OutputPaths
 from .result import ExtractionResult, SceneFailure
+from .workers import distributed_module, local_threads, worker_model
 
 LogFn = Callable[[str], None]
 CONNECT_TIMEOUT_S = 10
@@ -37,15 +38,6 @@ CONNECT_TIMEOUT_S = 10
 
 def _noop(*_args) -> None:
     pass
-
-
-def _distributed():
-    try:
-        import distributed
-    except ImportError:
-        raise DependencyError("Running on a Dask cluster needs dask.distributed, which is not installed: run "
-                              "`bash scripts/setup.sh cluster` (or pip install -r requirements/cluster.txt).") from None
-    return distributed
 
 
 def parse_cluster(spec: str) -> tuple[str, int | None]:
@@ -94,7 +86,7 @@ def connect(spec: str, log: LogFn | None = None, threads_per_task: int | None = 
         DependencyError: dask.distributed is not installed.
         ClusterError: the scheduler cannot be reached (within a few seconds, not after Dask's retries).
     """
-    distributed = _distributed()
+    distributed = distributed_module()
     log = log or _noop
     address, workers = parse_cluster(spec)
     if address == "local":
@@ -133,29 +125,7 @@ def dashboard_link(client) -> str | None:
     return client.dashboard_link if "dashboard" in services else None
 
 
-def local_threads(client, options: ExtractOptions) -> ExtractOptions:
-    """The options with inference threads shared among the local cluster's workers (cores // workers) when the
-    user did not set them; unchanged for remote clusters, whose workers know their own cores."""
-    if options.threads or not getattr(client, "_cropland_local", False):
-        return options
-    workers = max(len(client.scheduler_info().get("workers", {})), 1)
-    return dataclasses.replace(options, threads=max((os.cpu_count() or 1) // workers, 1))
-
-
 # ---- worker side -----------------------------------------------------------------------------------------------
-
-_MODELS: dict = {}
-
-
-def worker_model(model, options: ExtractOptions):
-    """The ensemble for ``model`` (a path, or None = the shipped default), loaded once per worker process."""
-    from .api import load_model
-
-    key = (str(model), options.device, options.backend, options.fp16, options.threads, options.fusion)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(model, options)
-    return _MODELS[key]
-
 
 def run_scene(path: str, model, outputs: OutputPaths, options: ExtractOptions,
               progress=None) -> ExtractionResult | SceneFailure:
@@ -212,7 +182,7 @@ def extract_scenes(client, inputs: Sequence[str | Path], model=None, outputs: Se
 
     from .outputs import check_outputs
 
-    distributed = _distributed()
+    distributed = distributed_module()
     options = local_threads(client, options or ExtractOptions())
     inputs = [str(p) for p in inputs]
     outputs = list(outputs) if outputs is not None else [OutputPaths() for _ in inputs]
@@ -261,11 +231,11 @@ def cli_extract(args, plans: list[tuple[Path, OutputPaths]], options: ExtractOpt
     """
     import shlex
 
-    from .api import load_model
     from .bands import extract_bands
+    from .ensemble import load_ensemble
     from .report import write_report
 
-    load_model(args.model, dataclasses.replace(options, threads=1))  # a bad model fails here, not in every task
+    load_ensemble(args.model, dataclasses.replace(options, threads=1))  # a bad model fails here, not in every task
     client = connect(args.cluster, log)
     try:
         if len(plans) == 1:  # one raster: row bands; an error is the run's, as without --cluster
