@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mosaic-mpx", type=float, default=64, help="size of the one large mosaic")
     p.add_argument("--band-rows", type=int, default=None, help="rows per band (default: the engine's)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="LocalCluster sizes to compare")
+    p.add_argument("--modes", nargs="+", choices=("scenes", "mosaic"), default=["scenes", "mosaic"],
+                   help="which comparisons to run")
     p.add_argument("--out", type=Path, default=RUNS / "cluster.json", help="result JSON")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per configuration")
     add_idle_args(p)
@@ -176,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.api import load_model
     from engine.bands import default_band_rows
-    from engine.options import ExtractOptions
     from engine.context import default_batch_size
+    from engine.options import ExtractOptions
     from engine.tiling import TileGrid
 
     scene_side, mosaic_px = mosaic_side(args.scene_mpx), mosaic_side(args.mosaic_mpx)
     scenes = [build_mosaic(DATA / f"contest_image_{scene_side}_s{k}.tif", scene_side, "image", "contest", seed=k)
-              for k in range(args.scenes)]
+              for k in range(args.scenes)] if "scenes" in args.modes else []
     mosaic = build_mosaic(DATA / f"contest_image_{mosaic_px}.tif", mosaic_px, "image", "contest")
     ens = load_model(args.model, ExtractOptions(threads=1))
     tile, overlap = ens.tile_size, min(ens.overlap, ens.tile_size // 2)
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = RUNS / "out" / "cluster"
     single_mask = out_dir / "single" / f"{mosaic.stem}_mask.tif"
     for mode, inputs in (("scenes", scenes), ("mosaic", [mosaic])):
+        if mode not in args.modes:
+            continue
         for workers in [0, *args.workers]:
             tag = f"{mode}_{workers or 'single'}"
             child_json = RUNS / "tmp" / f"cluster_{tag}.json"
