@@ -75,7 +75,7 @@ def _probe(address: str) -> None:
                            "and port, or use --cluster local:N to run on this machine.") from None
 
 
-def connect(spec: str, log: LogFn | None = None, threads_per_task: int | None = None):
+def connect(spec: str, log: LogFn | None = None):
     """Start or reach the cluster named by ``spec`` (see :func:`parse_cluster`) -> ``distributed.Client``.
 
     A local cluster has one single-threaded worker process per task slot (``N``, default: the CPU count);
@@ -104,7 +104,7 @@ def connect(spec: str, log: LogFn | None = None, threads_per_task: int | None = 
     link = dashboard_link(client)
     workers_now = len(client.scheduler_info().get("workers", {}))
     log(f"Dask cluster {client.scheduler.address} with {workers_now} worker(s)"
-        + (f"; dashboard {link}" if link else " (no dashboard: install bokeh to get one)") + ".")
+        + (f"; dashboard {link}" if link else " (its scheduler serves no dashboard: that needs bokeh)") + ".")
     return client
 
 
