@@ -121,17 +121,19 @@ def _tiles_and_duplicates(side: int, tile: int, overlap: int, batch: int, band_r
     return {"tiles": len(grid), "inferred": inferred, "bands": len(bands)}
 
 
-def estimate(mosaic_side_px: int, two: dict, tile: int, overlap: int, batch: int) -> dict:
+def estimate(mosaic_side_px: int, two: dict, tile: int, overlap: int, batch: int,
+             tile_seconds: float | None = None) -> dict:
     """10 Gpx on 16/64/256 workers from the measured 2-worker band run (see the module docstring).
 
-    Worker seconds per inferred tile (band fixed costs included) x the tiles each band of the engine's default
-    plan infers, bands spread over the workers in rounds; plus the client's serial seconds per Mpx.
+    Worker seconds per inferred tile (band fixed costs included; ``tile_seconds`` replaces the measured value,
+    e.g. one taken on an idle machine) x the tiles each band of the engine's default plan infers, bands spread
+    over the workers in rounds; plus the client's serial seconds per Mpx.
     """
     from engine.bands import default_band_rows
     from engine.tiling import TileGrid
 
     measured = _tiles_and_duplicates(mosaic_side_px, tile, overlap, batch, two["band_rows"])
-    per_tile = sum(two["band_wall_s"]) / measured["inferred"]
+    per_tile = tile_seconds or sum(two["band_wall_s"]) / measured["inferred"]
     stages = two["stage_seconds"]
     client_s = sum(stages.get(k, 0.0) for k in ("stitch", "assemble_rasters", "write_vector"))
     client_per_mpx = client_s / (mosaic_side_px**2 / 1e6)
@@ -162,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", choices=("scenes", "mosaic"), default=["scenes", "mosaic"],
                    help="which comparisons to run")
     p.add_argument("--out", type=Path, default=RUNS / "cluster.json", help="result JSON")
+    p.add_argument("--tile-seconds", type=float, default=None,
+                   help="worker-seconds per tile on one core for the 10 Gpx estimate (default: measured here)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="recompute the 10 Gpx estimate of an existing --out file (with --tile-seconds), no runs")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per configuration")
     add_idle_args(p)
     g = p.add_argument_group("internal (one configuration in a child process)")
@@ -182,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     from engine.options import ExtractOptions
     from engine.tiling import TileGrid
 
+    if args.estimate_only:
+        result = json.loads(args.out.read_text())
+        two = next(r for r in result["rows"] if r["config"] == "mosaic_2" and r["ok"])
+        result["summary"]["estimate_10gpx"] = estimate(result["mosaic"]["side"], two, result["tile"],
+                                                       result["overlap"], result["batch"], args.tile_seconds)
+        write_json(args.out, result)
+        print(json.dumps(result["summary"]["estimate_10gpx"], indent=2))
+        return 0
     scene_side, mosaic_px = mosaic_side(args.scene_mpx), mosaic_side(args.mosaic_mpx)
     scenes = [build_mosaic(DATA / f"contest_image_{scene_side}_s{k}.tif", scene_side, "image", "contest", seed=k)
               for k in range(args.scenes)] if "scenes" in args.modes else []
@@ -239,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["duplicate_tiles_1_worker"] = plan["inferred"] / plan["tiles"] - 1
     two = rows.get("mosaic_2")
     if two:
-        summary["estimate_10gpx"] = estimate(mosaic_px, two, tile, overlap, batch)
+        summary["estimate_10gpx"] = estimate(mosaic_px, two, tile, overlap, batch, args.tile_seconds)
     result["summary"] = summary
     write_json(args.out, result)
     print(json.dumps(summary, indent=2))
