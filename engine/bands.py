@@ -15,8 +15,10 @@ returns the fields that lie wholly inside it (through the minimum-area and hole 
 as map-coordinate WKB) plus the *open* fields that touch its top or bottom row, as exact pixel-coordinate rings with
 the labels of the pixels on those rows. The client joins open fields whose pixels meet across a seam (4-connected,
 as the vectoriser joins strips), merges them with the engine's stitcher (:func:`engine.vectorize.merge_fragments`),
-filters them, and writes one GeoPackage, one mask and one probability raster (from a VRT over the parts); when a
-filter dropped a field or filled a hole, the changes are burnt into the mask as the single run's third pass does.
+filters them, and writes one GeoPackage, one mask and one probability raster. The rasters are assembled from the
+parts in band order as the bands come in (the mask only when no filter can change it); when a filter dropped a
+field or filled a hole, the changes are burnt into the mask (read through a VRT of the parts) as the single run's
+third pass does.
 
 The result equals the single run's: mask and probability rasters equal value for value, the same fields with the
 same outlines, areas equal to rounding (sums taken in another order, ~1e-15 relative).
@@ -381,20 +383,39 @@ def _write_vrt(path: Path, parts: list[tuple[str, int, int]], source, dtype: str
     return path
 
 
-def _copy_raster(src_path: Path, dst_path: Path, source, dtype: str, nodata: float) -> None:
-    """Copy a raster (the VRT of parts) strip by strip into a GeoTIFF made as engine.pipeline makes its outputs."""
-    import rasterio
-    from rasterio.windows import Window as RioWindow
+class _Assembler:
+    """Writes one output raster (a GeoTIFF made as the pipeline makes its outputs) from the bands' part rasters,
+    appended in band order, strip by strip; while bands are still running when it can (the probability always,
+    the mask when no filter can change it), so that little of it is left for the end."""
 
-    from .runtime import iter_strips
-    from .writers import RowWriter, raster_profile
+    def __init__(self, path: Path, source, dtype: str, nodata: float):
+        import rasterio
 
-    with rasterio.open(src_path) as src, \
-            rasterio.open(dst_path, "w", **raster_profile(source), dtype=dtype, nodata=nodata) as dst:
-        writer = RowWriter(dst)
-        for row0, n in iter_strips(source.height, 1024):
-            writer.write(row0, src.read(1, window=RioWindow(0, row0, source.width, n)))
-        writer.close()
+        from .writers import RowWriter, raster_profile
+
+        self.width = source.width
+        self._ds = rasterio.open(path, "w", **raster_profile(source), dtype=dtype, nodata=nodata)
+        self._writer = RowWriter(self._ds)
+
+    def append(self, part: str, row0: int) -> None:
+        """Copy the part raster ``part`` (whose first row is raster row ``row0``) in."""
+        import rasterio
+        from rasterio.windows import Window as RioWindow
+
+        from .runtime import iter_strips
+
+        with rasterio.open(part) as src:
+            for r, n in iter_strips(src.height, 1024):
+                self._writer.write(row0 + r, src.read(1, window=RioWindow(0, r, self.width, n)))
+
+    def close(self) -> None:
+        """Write what is buffered and close the file (safe to call twice)."""
+        if self._ds.closed:
+            return
+        try:
+            self._writer.close()
+        finally:
+            self._ds.close()
 
 
 def _open_groups(results: list[BandResult]) -> list[list[tuple]]:
@@ -419,7 +440,7 @@ def _open_groups(results: list[BandResult]) -> list[list[tuple]]:
 
 
 def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], settings: Settings, work: Path,
-            parts: dict) -> None:
+            parts: dict, assemblers: dict) -> None:
     """Client side, once every band is in: sum the counts, stitch, filter and spool the open fields (simplify all
     when asked), and write the mask and probability from the bands' parts, burning in the filters' changes as
     the single run's filtered plan does (:class:`engine.stages.BurnChanges`, over the opened mask: no opening)."""
@@ -434,16 +455,14 @@ def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], setti
         ctx.counter.valid_area += r.valid_area
         ctx.counter.cropland_area += r.cropland_area
     RequireValid().run(ctx)
-    vrts = {}
-    for kind, dtype, nodata in (("mask", "uint8", MASK_NODATA), ("probability", "float32", PROB_NODATA)):
-        if getattr(settings, kind):
-            vrts[kind] = _write_vrt(work / f"{kind}.vrt", [(r.parts[kind], b.row0, b.row1 - b.row0)
-                                                          for b, r in zip(bands, results, strict=True)],
-                                    source, dtype, nodata)
+    # the filters look into holes for nodata, and burn their changes, over the whole opened mask
+    mask_vrt = _write_vrt(work / "mask.vrt", [(r.parts["mask"], b.row0, b.row1 - b.row0)
+                                              for b, r in zip(bands, results, strict=True)],
+                          source, "uint8", MASK_NODATA) if settings.filtered else None
     ctx.changes = [(shapely.from_wkb(g), v) for r in results for g, v in r.changes]
     held = [Field(shapely.from_wkb(g), ps, px) for r in results for g, ps, px in r.held]
     seams = tuple(float(b.row0) for b in bands[1:])
-    hole_has_nodata = _HoleChecker(vrts["mask"], 0) if settings.filtered else None
+    hole_has_nodata = _HoleChecker(mask_vrt, 0) if settings.filtered else None
     with ctx.timer("stitch"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
         for group in _open_groups(results):
             poly = (_polygon(group[0][0], group[0][1]) if len(group) == 1
@@ -463,13 +482,18 @@ def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], setti
             for f, poly in zip(held, polys, strict=True):
                 ctx.spool.add(*_spool_args(f, poly, area, source.transform))
     with ctx.timer("assemble_rasters"):
+        for assembler in assemblers.values():  # filled as the bands came in
+            assembler.close()
         if ctx.changes:
-            BurnChanges(vrts["mask"], parts.get("mask")).run(
+            BurnChanges(mask_vrt, parts.get("mask")).run(
                 dataclasses.replace(ctx, options=dataclasses.replace(opts, opening_px=0)))
-        elif "mask" in parts:
-            _copy_raster(vrts["mask"], parts["mask"], source, "uint8", MASK_NODATA)
-        if "probability" in parts:
-            _copy_raster(vrts["probability"], parts["probability"], source, "float32", PROB_NODATA)
+        elif "mask" in parts and "mask" not in assemblers:
+            mask = _Assembler(parts["mask"], source, "uint8", MASK_NODATA)
+            try:
+                for b, r in zip(bands, results, strict=True):
+                    mask.append(r.parts["mask"], b.row0)
+            finally:
+                mask.close()
 
 
 def _spool_args(f: Field, poly_px, area, transform) -> tuple:
@@ -538,8 +562,14 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
             f".{input_path.stem}.bands-{uuid.uuid4().hex[:12]}"
         futures: list = []
         device = ens.device
+        assemblers: dict[str, _Assembler] = {}
         try:
             work.mkdir()
+            if "probability" in parts:
+                assemblers["probability"] = _Assembler(parts["probability"], source, "float32", PROB_NODATA)
+            if "mask" in parts and not settings.filtered:  # without filters the bands' masks are final
+                assemblers["mask"] = _Assembler(parts["mask"], source, "uint8", MASK_NODATA)
+            appended = 0
             futures = [client.submit(task, str(input_path), model, options, settings, band, str(work),
                                      key=f"band-{band.index}-{work.name}", pure=False) for band in bands]
             order = {f.key: k for k, f in enumerate(futures)}
@@ -562,8 +592,13 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
                         for name, seconds in r.seconds.items():
                             ctx.timer.seconds[name] = ctx.timer.seconds.get(name, 0.0) + seconds
                         results[k] = r
+                        with ctx.timer("assemble_rasters"):
+                            while appended < len(bands) and results[appended] is not None:
+                                for kind, assembler in assemblers.items():
+                                    assembler.append(results[appended].parts[kind], bands[appended].row0)
+                                appended += 1
                         bar.update(1)
-                    _finish(ctx, bands, results, settings, work, parts)
+                    _finish(ctx, bands, results, settings, work, parts, assemblers)
                     WriteFields(parts.get("vector"), keep_fields).run(ctx)
                 finally:
                     ctx.close()
@@ -571,6 +606,8 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
                 commit(part, getattr(outputs, kind))
         except BaseException:
             client.cancel(futures)
+            for assembler in assemblers.values():
+                assembler.close()
             for part in parts.values():
                 discard(part)
             shutil.rmtree(work, ignore_errors=True)  # before the folders it lies in
