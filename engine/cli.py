@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Dask (requirements/cluster.txt): 'local' or 'local:N' (N worker processes here) or "
                         "a scheduler address tcp://HOST:8786; several inputs = one task each, one input = row bands")
     e.add_argument("--band-rows", type=int, metavar="N",
-                   help="with --cluster and one input: rows per band task (default: about 4 bands per worker)")
+                   help="with --cluster and one input: rows per band task (default: about 2 bands per worker)")
 
     s = sub.add_parser("stats", help="cropland area and ratio of mask rasters (1 = cropland, 0 = other)")
     s.add_argument("masks", nargs="+", type=Path)

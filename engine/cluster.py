@@ -250,7 +250,8 @@ def cli_extract(args, plans: list[tuple[Path, OutputPaths]], options: ExtractOpt
     for result in results:
         print(result.summary(), flush=True)
     if args.report:
-        write_report(args.report, results, command="python -m engine " + " ".join(shlex.quote(a) for a in args.argv))
+        command = "python -m engine " + " ".join(shlex.quote(str(a)) for a in args.argv)
+        write_report(args.report, results, command=command)
     failed = [r for r in results if isinstance(r, SceneFailure)]
     if failed:
         print(f"error: {len(failed)} of {len(results)} input(s) failed; the others' outputs were written.",
