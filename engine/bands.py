@@ -153,6 +153,7 @@ def run_band(path: str, model, options: ExtractOptions, settings: Settings, band
     Part rasters go to ``work_dir`` (shared with the client) under names fixed by the band, written under
     temporary names first, so a task run again after its worker died writes the same files.
     """
+    from .aoi import restrict
     from .pipeline import open_source
     from .runtime import bounded_gdal_cache, gdal_cache_bytes
 
@@ -164,7 +165,7 @@ def run_band(path: str, model, options: ExtractOptions, settings: Settings, band
                            "and every worker (docs/SCALE.md).")
     ens = worker_model(model, options)
     ens.batch_size = settings.tiling.batch_size
-    with open_source(Path(path), ens, options) as source, \
+    with restrict(open_source(Path(path), ens, options), options.aoi) as source, \
             bounded_gdal_cache(gdal_cache_bytes(source, settings.tiling.tile)):
         area = area_model(source.crs, source.transform, source.height, options.pixel_size_m)
         ctx = RunContext(source, ens, options, settings.tiling, area, StageTimer(), Callbacks.of(progress=progress),
@@ -532,6 +533,7 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
     import shapely
     from tqdm import tqdm
 
+    from .aoi import restrict
     from .ensemble import load_ensemble
     from .outputs import check_outputs, commit, discard, make_folders, part_path, remove_folders
     from .pipeline import _result, open_source
@@ -547,7 +549,7 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
     check_outputs(outputs, [input_path])
     model = str(model) if model is not None else None
     ens = load_ensemble(model, dataclasses.replace(options, threads=1), log)
-    with open_source(input_path, ens, options) as source:
+    with restrict(open_source(input_path, ens, options), options.aoi, log) as source:  # the AOI's window
         ctx = prepare(source, ens, options, Callbacks.of(log=log))
         settings = Settings.of(ctx, outputs)
         grid = ctx.tiling.grid(source.height, source.width)

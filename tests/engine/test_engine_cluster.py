@@ -212,7 +212,9 @@ def blur_model(tmp_path_factory) -> Path:
     ExtractOptions(opening_px=0),
     ExtractOptions(opening_px=2, min_area_m2=300, max_hole_m2=150),  # fields dropped, holes filled across seams
     ExtractOptions(simplify_m=3, min_area_m2=100),
-], ids=["one-pass", "no-opening", "filtered", "simplified"])
+    ExtractOptions(min_area_m2=100, aoi="POLYGON((500020 5999100, 500500 5999150, 500400 5999990, 500030 5999900, "
+                                        "500020 5999100))"),  # a window of the raster, nodata outside the polygon
+], ids=["one-pass", "no-opening", "filtered", "simplified", "area-of-interest"])
 def test_row_bands_match_the_single_run(client, blur_model, tmp_path, options):
     src = _mosaic(tmp_path, seed=3)
     single = extract(src, blur_model, _outputs(tmp_path / "single", "m"), options)
@@ -222,9 +224,11 @@ def test_row_bands_match_the_single_run(client, blur_model, tmp_path, options):
     assert (banded.cropland_pixels, banded.valid_pixels, banded.field_count) == \
         (single.cropland_pixels, single.valid_pixels, single.field_count)
     assert banded.cropland_area_m2 == pytest.approx(single.cropland_area_m2, rel=1e-12)
-    assert "10 bands" in banded.device
-    seams = np.arange(1, 10) * 48 + 16 + 2 * options.opening_px
-    rows = [(-(f.geometry.bounds[3] - T2M.f) / 2, -(f.geometry.bounds[1] - T2M.f) / 2) for f in banded.fields]
+    top = T2M.f if options.aoi is None else 5999990.0  # the AOI's window starts at its top row
+    bands = int(banded.device.rsplit(", ", 1)[1].split()[0])
+    assert bands == (10 if options.aoi is None else 9)  # one tile row (48 px) each
+    seams = np.arange(1, bands) * 48 + 16 + 2 * options.opening_px
+    rows = [(-(f.geometry.bounds[3] - top) / 2, -(f.geometry.bounds[1] - top) / 2) for f in banded.fields]
     assert max(((seams > top) & (seams < bottom)).sum() for top, bottom in rows) >= 3  # a field over 3 seams
     assert not [p for p in tmp_path.rglob(".*") if p.name != "."]  # no part raster, no band folder left
 
