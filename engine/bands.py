@@ -44,7 +44,9 @@ import numpy as np
 from .areas import area_model
 from .context import Callbacks, RunContext, Tiling, prepare
 from .errors import ClusterError, InputError
-from .mask_stream import MASK_NODATA, MaskStream
+from .mask_stream import MaskStream
+from .masks import NODATA as MASK_NODATA
+from .masks import encode
 from .options import ExtractOptions, OutputPaths
 from .plans import Plan
 from .result import ExtractionResult
@@ -262,7 +264,7 @@ class BandSink:
         self.counter.add_cropland(a, mask.astype(bool))
         if "mask" in self.writers:
             with self.timer("write_raster"):
-                self.writers["mask"].write(a - b.row0, np.where(valid, mask, MASK_NODATA).astype(np.uint8))
+                self.writers["mask"].write(a - b.row0, encode(mask, valid))
         with self.timer("vectorize"):
             self.vec.add(a - b.row0, mask, prob)
             self._take(self.vec.pop_finished())
