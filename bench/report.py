@@ -148,6 +148,45 @@ def vectorize_table(res: dict | None) -> str:
     return "\n".join(out)
 
 
+def cluster_tables(res: dict | None) -> str:
+    """bench.cluster: one process vs LocalClusters, and the 10 Gpx estimate."""
+    if not res:
+        return ""
+    out = ["| run | workers | wall s | speed-up vs one process | bands | client peak RSS (MiB) | worker peak RSS (MiB) "
+           "| mask identical |", "|---|---|---|---|---|---|---|---|"]
+    rows = {r["config"]: r for r in res["rows"] if r.get("ok")}
+    for r in res["rows"]:
+        if not r.get("ok"):
+            out.append(f"| {r['config']} | | failed | | | | | |")
+            continue
+        mode = r["config"].split("_")[0]
+        base = rows.get(f"{mode}_single")
+        speedup = f"{base['wall_s'] / r['wall_s']:.2f}" if base else ""
+        workers = r["workers"] or "one process"
+        rss = ", ".join(f"{v:.0f}" for v in r.get("worker_peak_rss_mib", [])) or "–"
+        same = {True: "yes", False: "**no**"}.get(r.get("mask_identical"), "–")
+        out.append(f"| {mode} | {workers} | {r['wall_s']:.1f} | {speedup} | {r.get('bands', '–')} | "
+                   f"{r['client_peak_rss_mib']:.0f} | {rss} | {same} |")
+    summary = res.get("summary", {})
+    lines = ["\n".join(out)]
+    if "overhead_per_band_s" in summary:
+        lines.append(f"Overhead per band (1-worker bands vs one process, over {rows['mosaic_1']['bands']} bands): "
+                     f"{summary['overhead_per_band_s']:.1f} s; tiles inferred twice at seams or for the whole "
+                     f"run's batches: {100 * summary['duplicate_tiles_1_worker']:.1f} %.")
+    est = summary.get("estimate_10gpx")
+    if est:
+        table = ["| workers | band rows | bands | duplicated tiles | one band (h) | parallel (h) | client, serial (h) "
+                 "| total (h) |", "|---|---|---|---|---|---|---|---|"]
+        for e in est["rows"]:
+            table.append(f"| {e['workers']} | {e['band_rows']} | {e['bands']} | {100 * e['duplicate_tiles']:.1f} % | "
+                         f"{e['band_h']:.2f} | {e['parallel_h']:.2f} | {e['client_serial_h']:.2f} | "
+                         f"{e['total_h']:.2f} |")
+        lines.append(f"Estimate for a 100,000 x 100,000 px mosaic (10 Gpx) from these costs: "
+                     f"{est['per_tile_s']:.2f} worker-seconds per inferred tile (one core), client "
+                     f"{est['client_s_per_mpx']:.3f} s per Mpx.\n\n" + "\n".join(table))
+    return "\n\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -157,16 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bound", type=Path, default=RUNS / "bound.json")
     p.add_argument("--backends", type=Path, default=RUNS / "backends.json")
     p.add_argument("--vectorize", type=Path, default=RUNS / "vectorize.json")
+    p.add_argument("--cluster", type=Path, default=RUNS / "cluster.json")
     args = p.parse_args(argv)
     sections = []
     acc, study = _load(args.accuracy), _load(args.study)
     speed, bound = _load(args.speed), _load(args.bound)
     backends, vec = _load(args.backends), _load(args.vectorize)
+    cluster = _load(args.cluster)
     for title, res, table in (("Accuracy", acc or study, accuracy_tables(acc, study)),
                               ("Speed end to end", speed, speed_tables(speed, bound)),
                               ("Forward-pass bound", bound, bound_table(bound)),
                               ("Backends", backends, backends_table(backends)),
-                              ("Vectorising", vec, vectorize_table(vec))):
+                              ("Vectorising", vec, vectorize_table(vec)),
+                              ("Dask cluster", cluster, cluster_tables(cluster))):
         if table:
             sections.append(f"## {title}\n\n{machine_line(res)}\nCommand: `{res['command']}`\n\n{table}")
     print("\n\n".join(sections) if sections else "no result files found under runs/bench")

@@ -24,7 +24,7 @@ import numpy as np
 from .ensemble import DEFAULT_MODEL
 from .errors import Cancelled, CroplandError, InputError, ModelError, OutputError
 from .options import ExtractOptions, OutputPaths
-from .result import ExtractionResult, FieldRecord
+from .result import ExtractionResult, FieldRecord, SceneFailure
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
@@ -41,8 +41,10 @@ __all__ = [
     "ModelError",
     "OutputError",
     "OutputPaths",
+    "SceneFailure",
     "extract",
     "extract_array",
+    "extract_many",
     "load_model",
 ]
 
@@ -78,6 +80,8 @@ def extract(
     log: LogFn | None = None,
     keep_fields: bool = True,
     show_bar: bool = False,
+    client=None,
+    band_rows: int | None = None,
 ) -> ExtractionResult:
     """Extract cropland from one raster file and write the requested outputs.
 
@@ -88,7 +92,11 @@ def extract(
         options: run settings; ``None`` = defaults.
         progress, is_cancelled, log: see the module docstring.
         keep_fields: keep every :class:`FieldRecord` (with geometry) in the result.
-        show_bar: show a tqdm progress bar over tiles on stderr (the CLI does).
+        show_bar: show a tqdm progress bar over tiles on stderr (the CLI does); over bands with a ``client``.
+        client: a ``dask.distributed.Client``: the raster is split into row bands of about ``band_rows`` rows
+            run as tasks on its cluster, with the same result (see :mod:`engine.bands`); ``model`` must then be
+            a path (or None), and the input and outputs on storage the workers share. ``progress`` and
+            ``is_cancelled`` are not called then (Ctrl-C cancels the tasks).
 
     Returns:
         :class:`ExtractionResult` with areas in m², the ratio and the field count.
@@ -97,6 +105,12 @@ def extract(
         InputError, ModelError, OutputError, Cancelled (all :class:`CroplandError`).
     """
     from .io import input_path as input_path_of
+
+    if client is not None:
+        from .bands import extract_bands
+
+        return extract_bands(client, input_path_of(input_path), model, outputs, options, band_rows=band_rows,
+                             keep_fields=keep_fields, show_bar=show_bar, log=log)
     from .pipeline import run_file
 
     return run_file(input_path_of(input_path), model, outputs or OutputPaths(), options or ExtractOptions(),
@@ -133,3 +147,47 @@ def extract_array(
 
     return run_array(array, model, transform, crs, nodata, valid_mask, outputs or OutputPaths(),
                      options or ExtractOptions(), progress=progress, is_cancelled=is_cancelled, log=log)
+
+
+def extract_many(
+    inputs: list[str | Path],
+    model=None,
+    outputs: list[OutputPaths] | None = None,
+    options: ExtractOptions | None = None,
+    client=None,
+    show_bar: bool = False,
+    log: LogFn | None = None,
+) -> list[ExtractionResult | SceneFailure]:
+    """Extract cropland from many rasters; one that fails does not stop the others.
+
+    Args:
+        inputs: raster files; outputs: one :class:`OutputPaths` per input (or None: statistics only). Every
+            output is checked before the first input runs.
+        model: a model path (or None for the default); with a ``client``, a path the workers can open.
+        client: a ``dask.distributed.Client``: one task per input on its cluster, the outputs written by the
+            workers (see :mod:`engine.cluster`); None = one after another in this process.
+        show_bar: a tqdm bar over inputs (tasks) on stderr.
+
+    Returns:
+        one :class:`ExtractionResult` (without field geometries) or :class:`SceneFailure` per input, in input order.
+    """
+    if client is not None:
+        from .cluster import extract_scenes
+
+        return extract_scenes(client, inputs, model, outputs, options, show_bar=show_bar)
+    from tqdm import tqdm
+
+    from .outputs import check_outputs
+
+    options = options or ExtractOptions()
+    outputs = list(outputs) if outputs is not None else [OutputPaths() for _ in inputs]
+    for out in outputs:
+        check_outputs(out, [Path(p) for p in inputs])
+    ensemble = load_model(model, options, log)
+    results: list[ExtractionResult | SceneFailure] = []
+    for path, out in tqdm(list(zip(inputs, outputs, strict=True)), unit="scene", disable=not show_bar, leave=False):
+        try:
+            results.append(extract(path, ensemble, out, options, log=log, keep_fields=False))
+        except (InputError, OutputError) as exc:
+            results.append(SceneFailure(str(path), str(exc)))
+    return results

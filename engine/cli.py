@@ -23,6 +23,7 @@ from .errors import CroplandError
 EPILOG = """examples:
   python -m engine extract scene.tif --output fields.gpkg --report report.json
   python -m engine extract Data1.tif Data2.tif --pixel-size 2 --output out/{stem}_fields.gpkg --mask out/{stem}.tif
+  python -m engine extract scenes/*.tif --output out/{stem}.gpkg --report report.json --cluster local:4
   python -m engine stats Data1_reference.tif --pixel-size 2
   python -m engine evaluate prediction_mask.tif reference.gpkg --pixel-size 2
   python -m engine info resources/models/ensemble.json
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a raster whose pixel size is outside the model's accepted range resampled to the "
                         "model's resolution, and map the result back to the raster's grid ('off': never)")
     e.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only the summary lines")
+    e.add_argument("--cluster", metavar="SPEC",
+                   help="run on Dask (requirements/cluster.txt): 'local' or 'local:N' (N worker processes here) or "
+                        "a scheduler address tcp://HOST:8786; several inputs = one task each, one input = row bands")
+    e.add_argument("--band-rows", type=int, metavar="N",
+                   help="with --cluster and one input: rows per band task (default: about 2 bands per worker)")
 
     s = sub.add_parser("stats", help="cropland area and ratio of mask rasters (1 = cropland, 0 = other)")
     s.add_argument("masks", nargs="+", type=Path)
@@ -164,6 +170,15 @@ def _extract(args) -> int:
     for _, outputs in plans:  # refuse clashes and existing files for every input before the first one runs
         check_outputs(outputs, args.inputs)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.band_rows is not None and not (args.cluster and len(args.inputs) == 1):
+        from .errors import InputError
+
+        raise InputError("--band-rows splits one input into bands on a Dask cluster: give it with --cluster and a "
+                         "single input.")
+    if args.cluster:
+        from .cluster import cli_extract
+
+        return cli_extract(args, plans, options, log)
     model = load_model(args.model, options, log=log)
     for inp in args.inputs:  # every input opens and has the model's bands before the first one runs
         open_input(inp, model.meta, model.name, options.bands).close()

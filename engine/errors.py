@@ -62,5 +62,9 @@ class DependencyError(CroplandError):
     """An optional package (torch, onnxruntime...) needed for what was asked is not installed."""
 
 
+class ClusterError(CroplandError):
+    """The Dask cluster cannot be started or reached, or it lost a task for good (a worker died too often)."""
+
+
 class Cancelled(CroplandError):  # noqa: N818 - a state, not a failure
     """The run was cancelled through the ``is_cancelled`` callback; nothing was written."""

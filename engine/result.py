@@ -123,6 +123,22 @@ class ExtractionResult:
                 f"{self.seconds:.1f} s on {self.device}")
 
 
+@dataclass
+class SceneFailure:
+    """An input whose run failed (in a batch that goes on without it): its path and the error, written for the user."""
+
+    input: str
+    error: str
+
+    def to_report(self) -> dict:
+        """One JSON-ready report row."""
+        return {"input": self.input, "error": self.error}
+
+    def summary(self) -> str:
+        """The one-line summary the CLI prints."""
+        return f"{self.input}: FAILED: {self.error}"
+
+
 def _ha(m2: float | None) -> float | None:
     return None if m2 is None else m2 / 10_000.0
 

@@ -165,10 +165,18 @@ class Infer:
     ``tile_rows``: the tile rows of the whole raster's grid to run (None = all). A band of tile rows that does not
     start at the top also runs the tile row above it, whose blended rows are incomplete and not handed on, so the
     rows handed on are exactly those a whole run hands on for these tile rows.
+
+    ``rows_from``: hand on rows from this raster row on (default: the first row of ``tile_rows``); the run starts
+    at the first tile row that blends into it, none earlier. ``whole_batches``: infer the tiles in the very
+    batches a whole run forms (the first and last may hold tiles of the neighbouring tile rows, inferred and
+    dropped), so that no tile's result depends on which tiles shared its batch (a row band of a Dask run,
+    :mod:`engine.bands`).
     """
 
     sinks: list
     tile_rows: range | None = None
+    rows_from: int | None = None
+    whole_batches: bool = False
 
     def run(self, ctx: RunContext) -> None:
         from tqdm import tqdm
@@ -177,11 +185,17 @@ class Infer:
         tile = ctx.tiling.tile
         grid = ctx.tiling.grid(source.height, source.width)
         rows = self.tile_rows if self.tile_rows is not None else range(len(grid.row_origins))
-        first = max(rows.start - 1, 0)
-        keep_from = grid.row_origins[rows.start] if rows.start > 0 else 0
-        tiles = [t for t in grid.tiles() if first <= t[0] < rows.stop]
-        batches = [tiles[i:i + ens.batch_size] for i in range(0, len(tiles), ens.batch_size)]
-        last_col = len(grid.col_origins) - 1
+        keep_from = self.rows_from if self.rows_from is not None else grid.row_origins[rows.start]
+        first = min(i for i, o in enumerate(grid.row_origins) if o + tile > keep_from or i == rows.start)
+        ncols = len(grid.col_origins)
+        lo, hi, size = first * ncols, rows.stop * ncols, ens.batch_size
+        every = list(grid.tiles())
+        if self.whole_batches:
+            batches = [every[k * size:(k + 1) * size] for k in range(lo // size, (hi - 1) // size + 1)]
+        else:
+            batches = [every[k:min(k + size, hi)] for k in range(lo, hi, size)]
+        tiles = [t for batch in batches for t in batch]
+        last_col = ncols - 1
 
         def read_batch(batch):
             reads = [source.read(Window(r, c, tile, tile)) for _, _, r, c in batch]
@@ -197,8 +211,10 @@ class Infer:
                     return image_edges(scaled, ctx.split)
 
         def emit(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
-            if row0 < keep_from:
+            if row0 + probs.shape[0] <= keep_from:
                 return
+            if row0 < keep_from:
+                probs, valid, row0 = probs[keep_from - row0:], valid[keep_from - row0:], keep_from
             band = band_of(row0, probs, valid, names, ctx.threshold)
             for sink in self.sinks:
                 sink(band)
@@ -223,9 +239,10 @@ class Infer:
                             ens.predict(raw, valid, ctx.stretch, ctx.options.tta))
                 with timer("blend"):
                     for (i, j, _, _), p, v in zip(batches[k], prob, valid, strict=True):
-                        blender.add(i, j, p, v)
-                        if j == last_col:
-                            blender.finish_row(i)
+                        if first <= i < rows.stop:
+                            blender.add(i, j, p, v)
+                            if j == last_col:
+                                blender.finish_row(i)
                 done += len(batches[k])
                 bar.update(len(batches[k]))
                 cb.progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")

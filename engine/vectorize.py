@@ -489,6 +489,8 @@ def simplify_fields(polygons: list, tolerance_px: float, width: int, height: int
 
     if tolerance_px <= 0 or not polygons:
         return list(polygons)
+    # the same outline gives the same result whatever ring start and strip seams it was traced with
+    polygons = list(shapely.normalize(np.array(polygons, dtype=object)))
     gaps = shapely.difference(shapely.box(0, 0, width, height), shapely.union_all(polygons))
     parts = list(getattr(gaps, "geoms", [gaps])) if not gaps.is_empty else []
     coverage = np.array(list(polygons) + [p for p in parts if p.geom_type == "Polygon"], dtype=object)

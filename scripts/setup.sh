@@ -2,14 +2,15 @@
 # Create (or update) the project's virtual environment .venv with pinned packages.
 #   bash scripts/setup.sh            runtime only: the engine and the shipped ONNX models (about 30 s)
 #   bash scripts/setup.sh train      + PyTorch, segmentation_models_pytorch, albumentations, onnx (training)
-#   bash scripts/setup.sh dev        + pytest, pytest-qgis, ruff (everything the tests need)
+#   bash scripts/setup.sh cluster    runtime + dask.distributed, to run on a Dask cluster (--cluster)
+#   bash scripts/setup.sh dev        train + cluster + pytest, pytest-qgis, ruff (everything the tests need)
 # The venv is made from Debian's /usr/bin/python3 with --system-site-packages, so that QGIS's Python bindings
 # (python3-qgis) and our packages share one interpreter; requirements/constraints.txt keeps numpy < 2, which
 # QGIS 3.22's GDAL needs. The repository root is added to the venv's path, so `python -m engine` works anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 level="${1:-runtime}"
-case "$level" in runtime|train|dev) ;; *) echo "usage: bash scripts/setup.sh [runtime|train|dev]" >&2; exit 2;; esac
+case "$level" in runtime|train|cluster|dev) ;; *) echo "usage: bash scripts/setup.sh [runtime|train|cluster|dev]" >&2; exit 2;; esac
 
 PY=/usr/bin/python3
 if [ ! -x "$PY" ]; then

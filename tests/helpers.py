@@ -134,3 +134,33 @@ def field_scene(height: int = 200, width: int = 300, seed: int = 0) -> tuple[np.
     image[2] = np.where(truth, 50, 140)
     image = np.clip(image.astype(int) + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
     return image, truth
+
+
+def mosaic_scene(height: int = 480, width: int = 256, seed: int = 0, nodata: bool = True) -> np.ndarray:
+    """A synthetic RGB uint8 scene for seam tests: ~40 overlapping green ellipses and rectangles (fields that span
+    many rows, touch at corners and hold holes of all sizes) on grey, with noise, and, when ``nodata``, a block
+    of zeros (nodata 0) cutting into some fields. Returns (3, H, W) uint8."""
+    rng = np.random.default_rng(seed)
+    field = np.zeros((height, width), bool)
+    yy, xx = np.mgrid[:height, :width]
+    for _ in range(30):
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        ry, rx = rng.integers(4, height // 6), rng.integers(4, width // 6)
+        if rng.random() < 0.5:
+            field |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        else:
+            field[max(cy - ry, 0):cy + ry, max(cx - rx, 0):cx + rx] = True
+    for _ in range(60):  # holes of all sizes
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        field[cy:cy + rng.integers(2, 12), cx:cx + rng.integers(2, 12)] = False
+    for _ in range(10):  # 2 px roads, some along band seams
+        field[:, rng.integers(0, width - 2) + np.arange(2)] = False
+        field[rng.integers(0, height - 2) + np.arange(2), :] = False
+    image = np.empty((3, height, width), np.uint8)
+    image[0] = np.where(field, 60, 140)
+    image[1] = np.where(field, 200, 90)
+    image[2] = np.where(field, 50, 140)
+    image = np.clip(image.astype(int) + rng.integers(-60, 61, image.shape), 1, 255).astype(np.uint8)
+    if nodata:
+        image[:, height // 3:height // 3 + 20, width // 4:width // 2] = 0
+    return image
