@@ -224,6 +224,7 @@ def test_row_bands_match_the_single_run(client, blur_model, tmp_path, options):
     assert (banded.cropland_pixels, banded.valid_pixels, banded.field_count) == \
         (single.cropland_pixels, single.valid_pixels, single.field_count)
     assert banded.cropland_area_m2 == pytest.approx(single.cropland_area_m2, rel=1e-12)
+    assert banded.split["method"] == "none"  # bands do not split fields yet (and say so in the log)
     top = T2M.f if options.aoi is None else 5999990.0  # the AOI's window starts at its top row
     bands = int(banded.device.rsplit(", ", 1)[1].split()[0])
     assert bands == (10 if options.aoi is None else 9)  # one tile row (48 px) each
