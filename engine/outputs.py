@@ -81,7 +81,8 @@ def check_outputs(outputs: OutputPaths, inputs: list[Path] = ()) -> None:
 
 
 def make_folders(outputs: OutputPaths) -> list[Path]:
-    """Create the missing folders of the outputs; returns those created (deepest last) for :func:`remove_folders`."""
+    """Create the missing folders of the outputs; returns those this call created (deepest last) for
+    :func:`remove_folders`. A folder that another process creates at the same moment is not an error."""
     created: list[Path] = []
     for _, path in outputs.items():
         missing = []
@@ -90,7 +91,10 @@ def make_folders(outputs: OutputPaths) -> list[Path]:
             missing.append(parent)
             parent = parent.parent
         for folder in reversed(missing):
-            folder.mkdir()
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by another run writing there (e.g. another Dask task)
+                continue
             created.append(folder)
     return created
 

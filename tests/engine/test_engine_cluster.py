@@ -80,6 +80,7 @@ def test_many_scenes_match_the_in_process_run(client, green_model, tmp_path):
     local = extract_many(inputs, green_model, [_outputs(tmp_path / "local", p.stem) for p in inputs], options)
     results = extract_many(inputs, green_model, [_outputs(tmp_path / "dask", p.stem) for p in inputs], options,
                            client=client)
+    assert not [r for r in results if isinstance(r, SceneFailure)], results
     assert [r.input for r in results] == [str(p) for p in inputs]  # input order, whatever finished first
     for p, mine, theirs in zip(inputs, results, local, strict=True):
         assert_same_outputs(_outputs(tmp_path / "local", p.stem), _outputs(tmp_path / "dask", p.stem))

@@ -284,3 +284,25 @@ def test_mask_stream_bands_of_any_height_give_the_whole_opening():
         assert [r for r, _, _ in got] == sorted({r for r, _, _ in got}) and got[0][0] == 0
         np.testing.assert_array_equal(np.concatenate([m for _, m, _ in got]), expected)
         np.testing.assert_array_equal(np.concatenate([v for _, _, v in got]), valid)
+
+
+def test_output_folder_made_meanwhile_by_another_run_is_not_an_error(tmp_path, monkeypatch):
+    """Two runs (e.g. two Dask tasks) creating the same missing output folder at once: the second one's mkdir
+    finds it made; that is not an error, and only the folder this run made is recorded for removal."""
+    from pathlib import Path
+
+    from engine.options import OutputPaths
+    from engine.outputs import make_folders
+
+    shared = tmp_path / "out"
+    real_exists = Path.exists
+
+    def racing_exists(self):
+        if self == shared and not real_exists(self):
+            shared.mkdir()  # the other run wins the race right after this check
+            return False
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", racing_exists)
+    assert make_folders(OutputPaths(vector=shared / "fields.gpkg")) == []
+    assert shared.is_dir()
