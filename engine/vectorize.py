@@ -294,6 +294,7 @@ class StripVectorizer:
         self._next_id = 1
         self._last_row: np.ndarray | None = None
         self._last_down: np.ndarray | None = None  # links of the last row to the next strip (split only)
+        self._split = False  # whether any strip came with a split's links
         self._next_row0 = 0
 
     @property
@@ -322,6 +323,7 @@ class StripVectorizer:
         if split is None:
             n, labels = cv2.connectedComponents(binary, connectivity=4, ltype=cv2.CV_32S)
         else:
+            self._split = True
             n, labels = _link_components(binary, split.right, split.down)
         on = binary.astype(bool)
         inside = labels[on]
@@ -381,8 +383,9 @@ class StripVectorizer:
                 self._uf.parent.pop(g, None)
             if len(frags) == 1:
                 poly = _polygon(frags[0].points, frags[0].sizes)
-            elif len({f.strip for f in frags}) < len(frags):
-                # split fields only: two fragments of one strip, joined by links in a later strip, may touch
+            elif self._split and len({f.strip for f in frags}) < len(frags):
+                # split fields only (without a split, fragments of one strip touch others only along seams, as a
+                # U whose arms join below does): two fragments of one strip, joined by links in a later strip, may touch
                 # along any edge (they were cut apart, and grown back into one field elsewhere), not only along
                 # seams, so the seam stitcher does not apply; GEOS's overlay union (exact on pixel corners) does.
                 poly = union_fragments([(f.points, f.sizes) for f in frags])
