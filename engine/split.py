@@ -121,8 +121,7 @@ def image_edges(scaled: np.ndarray, params: SplitParams) -> np.ndarray:
     """Edge cue of image tiles for the ``image`` split.
 
     Args:
-        scaled: float32 (N, B, T, T) pixel values on the model's 0..1 scale (before its mean/std); edges are
-            computed on them rounded to 1/255 steps.
+        scaled: float32 (N, B, T, T) pixel values on the model's 0..1 scale (before its mean/std).
 
     Returns:
         float32 (N, T, T) in 0..1: the strongest band's gradient magnitude after Gaussian smoothing, divided by
@@ -133,9 +132,6 @@ def image_edges(scaled: np.ndarray, params: SplitParams) -> np.ndarray:
     out = np.zeros((scaled.shape[0], *scaled.shape[2:]), np.float32)
     for n in range(scaled.shape[0]):
         for band in scaled[n]:
-            # On 1/255 steps: a linear rescale of the same 8-bit scene (12-bit, float 0-1, x10000) gives the same
-            # edges, not edges that flip where rounding noise meets the threshold.
-            band = np.rint(np.asarray(band, dtype=np.float32) * np.float32(255)) / np.float32(255)
             smooth = cv2.GaussianBlur(np.ascontiguousarray(band, dtype=np.float32), (0, 0), params.edge_sigma)
             gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
             gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
