@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .mask_stream import HaloRows
+
 SPLITS = ("auto", "boundary", "image", "extent", "none")
 _FAR = np.int16(32000)
 # Parent direction codes of a grown pixel: which neighbour is one step nearer a seed.
@@ -242,7 +244,7 @@ def _quantize(p: np.ndarray) -> np.ndarray:
     return q
 
 
-class FieldSplitter:
+class FieldSplitter(HaloRows):
     """Sink for :class:`engine.mask_stream.MaskStream`: strips of the opened mask -> the same strips with their
     :class:`SplitStrip`, handed to ``sink(row0, mask, valid, prob, split)``, exactly as :func:`split_links` on the
     whole raster would give them.
@@ -255,14 +257,10 @@ class FieldSplitter:
     def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None):
         from contextlib import nullcontext
 
+        super().__init__(params.halo, strip_rows)
         self.timer = timer or (lambda _name: nullcontext())
         self.params = params
         self.sink = sink
-        self.halo = params.halo
-        self.strip_rows = strip_rows
-        self._bands: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-        self._end = 0
-        self._done = 0
         self.cut_pixels = 0
         self._counter = RegionCounter()
 
@@ -272,28 +270,9 @@ class FieldSplitter:
         return self._counter.regions
 
     def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
-        if row0 != self._end:
-            raise ValueError(f"rows must be consecutive: expected {self._end}, got {row0}")
-        if prob is None:
-            prob = np.zeros(mask.shape, np.float32)
-        self._bands.append((row0, mask, valid, prob))
-        self._end += mask.shape[0]
-        while self._end - self.halo - self._done >= self.strip_rows:
-            self._hand_on(self.strip_rows)
+        self.push(row0, mask, valid, np.zeros(mask.shape, np.float32) if prob is None else prob)
 
-    def close(self) -> None:
-        """Hand on the rows still held (call after the last strip)."""
-        while self._done < self._end:
-            self._hand_on(min(self.strip_rows, self._end - self._done))
-
-    def _rows(self, a: int, b: int, k: int) -> np.ndarray:
-        parts = [band[k][max(a - band[0], 0):b - band[0]] for band in self._bands
-                 if band[0] < b and band[0] + band[1].shape[0] > a]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _hand_on(self, n: int) -> None:
-        row0 = self._done
-        a, b = max(row0 - self.halo, 0), min(row0 + n + self.halo, self._end)
+    def _strip(self, row0: int, n: int, a: int, b: int) -> None:
         mask = self._rows(a, b, 1)
         probs = self._rows(a, b, 3)
         extent = probs[..., 0] if probs.ndim == 3 else probs
@@ -307,9 +286,6 @@ class FieldSplitter:
         strip = SplitStrip(right[i:i + n], down[i:i + n], edge[i:i + n],
                            None if boundary is None else _quantize(boundary[i:i + n]))
         self.sink(row0, mask[i:i + n], self._rows(row0, row0 + n, 2), extent[i:i + n], strip)
-        self._done = row0 + n
-        keep = self._done - self.halo
-        self._bands = [band for band in self._bands if band[0] + band[1].shape[0] > keep]
 
 
 class RegionCounter:
