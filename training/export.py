@@ -93,10 +93,7 @@ def export_onnx(model: nn.Module, metadata: ModelMetadata, path: str | Path, fp1
     if fp16:
         weights_to_fp16(proto)
     metadata.output = "probabilities"
-    del proto.metadata_props[:]
-    for key, value in metadata.to_onnx_props().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata_props(proto, metadata.to_onnx_props())
     proto.producer_name = "cropland-extractor-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -208,6 +205,14 @@ def run_export(args) -> int:
     return 0
 
 
+def set_metadata_props(proto, props: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of the ONNX ModelProto ``proto`` by ``props`` (key -> string value)."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 def restamp_metadata(path: str | Path) -> bool:
     """Rewrite the metadata of an exported ONNX model from the engine record it carries (graph untouched).
 
@@ -225,10 +230,7 @@ def restamp_metadata(path: str | Path) -> bool:
     wanted[METADATA_KEY] = props[METADATA_KEY]  # the engine's record is kept byte for byte
     if wanted == props:
         return False
-    del proto.metadata_props[:]
-    for key, value in wanted.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata_props(proto, wanted)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(proto, str(tmp))
     tmp.replace(path)

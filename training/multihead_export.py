@@ -34,7 +34,7 @@ from engine.metadata import METADATA_KEY, ModelMetadata
 
 from .checkpoint import load_checkpoint
 from .errors import TrainingError
-from .export import DEFAULT_TILE, FP16_TOLERANCE, FP32_TOLERANCE, OPSET, weights_to_fp16
+from .export import DEFAULT_TILE, FP16_TOLERANCE, FP32_TOLERANCE, OPSET, set_metadata_props, weights_to_fp16
 from .multihead import ExportHeads, MultiHeadNet
 from .multihead_fit import model_from_multihead_checkpoint
 
@@ -72,10 +72,7 @@ def export_multihead_onnx(model: MultiHeadNet, meta: ModelMetadata, path: str | 
         weights_to_fp16(proto)
     meta.output = "probabilities"
     meta.extra["outputs"] = names
-    del proto.metadata_props[:]
-    for key, value in metadata_props(meta).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata_props(proto, metadata_props(meta))
     proto.producer_name = "cropland-extractor-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
