@@ -13,7 +13,9 @@
 #   --smoke       a few minutes: 1 tile per split of each tiled set, 2 steps per member - checks the chain only
 # Environment: DATA (../shared/data), OUT (runs/v2), DEST ($OUT/models), PYTHON (.venv/bin/python),
 # MEMBERS (names of the ARCH table), THREADS (CPU threads, default 2), EPOCHS / STEPS / BATCH / TILE (budget),
-# VAL_EVERY (validate every N epochs and after the last; whole-scene validation is the slow part on a CPU).
+# VAL_EVERY (validate every N epochs and after the last; whole-scene validation is the slow part on a CPU),
+# SHARES (crop shares per set: the big sets drawn more, Denmark's 0.14 Mpx of training ground less, so that no
+# set is seen hundreds of times more often per pixel than another).
 # Rerunning resumes: a member with last.pt continues from it (same budget), exported members are redone.
 # The CPU budget (2 cores) is sized for "a few hours"; it was not run to completion yet: measure, then record
 # the numbers in resources/models/MODEL_CARD.md and docs/BENCHMARKS.md.
@@ -58,6 +60,7 @@ declare -A ARCH=(
   [linknet_mobilenet_v2]="--arch smp:Linknet:mobilenet_v2"
   [unet_w16]="--arch unet --width 16"
 )
+SHARES=${SHARES:-naip=2,nsw=1.5,gf2=1,contest=0.7,denmark=0.3}
 read -r -a NAMES <<< "${MEMBERS:-unet_mobilenet_v2 linknet_mobilenet_v2 unet_w16}"
 export CROPLAND_SHARED_DATA=$DATA
 echo "$(date -u +%FT%TZ) v2 recipe: device $DEVICE, $EPOCHS epochs x $STEPS steps x $BATCH x $TILE px, members ${NAMES[*]}"
@@ -70,7 +73,7 @@ for name in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
   $PY -m training.v2 fit ${ARCH[$name]} --out "$run" --name "$name" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" \
       --batch-size "$BATCH" --tile "$TILE" --device "$DEVICE" --threads "${THREADS:-2}" --seed 0 \
-      --val-every "$VAL_EVERY" \
+      --val-every "$VAL_EVERY" --set-shares "$SHARES" \
       "${LIMIT[@]}" "${resume[@]}"
   $PY -m training.v2 export "$run/best.pt" --onnx "$DEST/$name.onnx" --fp16 --name "$name"
   onnx+=("$DEST/$name.onnx")
