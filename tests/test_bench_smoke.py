@@ -93,3 +93,42 @@ def test_architectures_comparison_runs_resumes_and_reports(tmp_path):
     assert "resuming" in again and "training" not in again.split("resuming")[1].split("|")[0]
     report = _bench(tmp_path, "architectures", "--report", str(out)).stdout
     assert "| icnet |" in report and "| Data5 |" in report
+
+
+def test_model_card_scores_the_engine_output_against_the_reference(tmp_path):
+    """bench.model_card on a synthetic NAIP-format set: the scene's source values reach the engine unchanged, a
+    reference burnt back scores perfectly, and the engine's and the all-cropland rows hold the numbers recomputed
+    here from the labels."""
+    import rasterio
+    from test_v2_chain import make_naip_like
+
+    from bench.model_card import Pool, main, write_scene
+    from engine import metrics as m
+    from training.datasets import load_scenes
+    from training.datasets.scene import IGNORE
+
+    make_naip_like(tmp_path / "data")
+    val = [s for s in load_scenes(["naip"], tmp_path / "data", log=lambda _m: None) if s.split == "val"]
+    assert val and val[0].raw is not None and val[0].raw.dtype == np.uint8
+    transform, pixel = write_scene(val[0], tmp_path / "scene.tif")
+    with rasterio.open(tmp_path / "scene.tif") as ds:
+        assert np.array_equal(ds.read(), val[0].raw) and ds.transform == transform
+        assert pixel == (None if ds.crs else val[0].gsd_m)  # the PNG tiles have no CRS: pixel size stated
+
+    perfect = Pool()
+    perfect.add(val[0].instances, val[0])
+    got = perfect.metrics()
+    assert got["iou"] == 1.0 and got["object_f1"] == 1.0 and got["fields_pred"] == got["fields_ref"] == 4
+
+    out = tmp_path / "card"
+    model = str(REPO / "resources" / "models" / "unet_mobilenet_v2.onnx")
+    assert main(["--model", f"one={model}", "--datasets", "naip", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 0
+    doc = json.loads((out / "model_card.json").read_text())
+    base, one = doc["results"]["all-cropland"]["naip"], doc["results"]["one"]["naip"]
+    labelled = sum(int((s.extent != IGNORE).sum()) for s in val)
+    ratio = sum(int((s.extent == 1).sum()) for s in val) / labelled
+    assert base["iou"] == pytest.approx(ratio) and base["ratio_error"] == pytest.approx(1 - ratio)
+    assert one["fields_ref"] == 4 * len(val) and 0 <= one["object_f1"] <= 1 and 0 <= one["iou"] <= 1
+    assert one["ratio_pred"] == pytest.approx(one["ratio_error"] + ratio)
+    assert m.metrics_from_counts({"tp": 1, "fp": 0, "fn": 0, "tn": 0})["iou"] == 1.0

@@ -40,7 +40,7 @@ def read_tile(root: Path, name: str) -> Scene:
     with warnings.catch_warnings():  # the tiles have no CRS, as documented
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(img_path) as ds:
-            raw = ds.read([1, 2, 3]).astype(np.float32)
+            raw = ds.read([1, 2, 3])
         with rasterio.open(lab_path) as ds:
             label = ds.read(1)
     if set(np.unique(label).tolist()) - {0, 1}:
@@ -48,7 +48,7 @@ def read_tile(root: Path, name: str) -> Scene:
     extent = label.astype(np.uint8)
     boundary = np.full(extent.shape, IGNORE, np.uint8)
     return Scene(name, NAME, "train", unit_stretch(raw), extent, boundary, GSD_M, None, has_boundary=False,
-                 space=f"{NAME}:{name}")
+                 space=f"{NAME}:{name}", raw=raw)
 
 
 def load(root: Path, limit: int | None = None) -> list[Scene]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .scene import Scene, rasterise_fields, split_by_position, targets_from_instances, unit_stretch
 
 NAME = "denmark"
@@ -37,12 +35,12 @@ def read_scene(root: Path) -> Scene:
     import rasterio
 
     with rasterio.open(root / FOLDER / "RGB_small.tif") as ds:
-        raw = ds.read([1, 2, 3]).astype(np.float32)
+        raw = ds.read([1, 2, 3])
         transform, space = ds.transform, str(ds.crs)
     instances = rasterise_fields(parcels(root), raw.shape[1:], transform)
     extent, boundary = targets_from_instances(instances)
     return Scene("RGB_small", NAME, "train", unit_stretch(raw), extent, boundary, GSD_M, instances,
-                 transform=transform, space=space)
+                 transform=transform, space=space, raw=raw)
 
 
 def load(root: Path, limit: int | None = None) -> list[Scene]:

@@ -15,8 +15,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import DataError
 from .scene import Scene, rasterise_fields, targets_from_instances, unit_stretch
 
@@ -65,12 +63,12 @@ def read_tile(root: Path, name: str, polygons: list) -> Scene:
     with warnings.catch_warnings():  # a tile without its .aux.xml has no CRS: pixel coordinates then
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(root / FOLDER / "images_png" / f"{name}.png") as ds:
-            raw = ds.read([1, 2, 3]).astype(np.float32)
+            raw = ds.read([1, 2, 3])
             transform, space = ds.transform, str(ds.crs) if ds.crs else f"{NAME}:{name}"
     instances = rasterise_fields(polygons, raw.shape[1:])
     extent, boundary = targets_from_instances(instances)
     return Scene(name, NAME, "train", unit_stretch(raw), extent, boundary, GSD_M, instances,
-                 transform=transform, space=space)
+                 transform=transform, space=space, raw=raw)
 
 
 def load(root: Path, limit: int | None = None) -> list[Scene]:

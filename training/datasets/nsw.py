@@ -59,7 +59,7 @@ def read_tile(root: Path, name: str) -> tuple[Scene, float]:
     import rasterio
 
     with rasterio.open(root / FOLDER / "images" / f"{name}.tif") as ds:
-        raw = ds.read([1, 2, 3]).astype(np.float32)
+        raw = ds.read([1, 2, 3])
         transform, space = ds.transform, str(ds.crs)
         top, res = transform.f, transform.a
     if abs(res - GSD_M) > 1e-6:
@@ -68,7 +68,7 @@ def read_tile(root: Path, name: str) -> tuple[Scene, float]:
                                  raw.shape[1:])
     extent, boundary = targets_from_instances(instances)
     scene = Scene(name, NAME, "train", unit_stretch(raw), extent, boundary, GSD_M, instances,
-                  transform=transform, space=space)
+                  transform=transform, space=space, raw=raw)
     return scene, top
 
 

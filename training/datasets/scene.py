@@ -42,6 +42,8 @@ class Scene:
             source raster otherwise); crops and resampling keep it right, so footprints can be compared.
         space: the coordinate space of ``transform``: a CRS (e.g. ``"EPSG:32755"``) or, without one, the source
             raster's name; scenes in different spaces never share ground.
+        raw: (3, H, W) the source values before :func:`unit_stretch`, in the source's dtype (what a user's raster
+            holds; ``bench.model_card`` feeds them to the engine), or None (e.g. after :func:`resample`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Scene:
     has_boundary: bool = True
     transform: Affine = field(default_factory=Affine.identity)
     space: str = ""
+    raw: np.ndarray | None = None
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -71,10 +74,11 @@ class Scene:
     def crop(self, rows: slice, cols: slice, name: str | None = None, split: str | None = None) -> Scene:
         """A copy of the window ``rows`` x ``cols`` (no pixel outside it kept)."""
         inst = None if self.instances is None else self.instances[rows, cols].copy()
+        raw = None if self.raw is None else self.raw[:, rows, cols].copy()
         r0, c0 = rows.start or 0, cols.start or 0
         return replace(self, name=name or self.name, split=split or self.split,
                        image=self.image[:, rows, cols].copy(), extent=self.extent[rows, cols].copy(),
-                       boundary=self.boundary[rows, cols].copy(), instances=inst,
+                       boundary=self.boundary[rows, cols].copy(), instances=inst, raw=raw,
                        transform=self.transform * Affine.translation(c0, r0))
 
 
@@ -178,7 +182,7 @@ def resample(scene: Scene, gsd_m: float, width: int = BOUNDARY_PX) -> Scene:
         instances = None
         boundary = nearest(scene.boundary)
     transform = scene.transform * Affine.scale(w / size[0], h / size[1])
-    return replace(scene, image=image, extent=extent, boundary=boundary, instances=instances, gsd_m=gsd_m,
+    return replace(scene, image=image, extent=extent, boundary=boundary, instances=instances, gsd_m=gsd_m, raw=None,
                    transform=transform)
 
 
