@@ -1,15 +1,16 @@
 """Reading a raster at the model's resolution and mapping the prediction back to the raster's own grid.
 
 A model is trained at one ground sampling distance (``resolution_m`` in its metadata) and accepts rasters within
-``resolution_range_m`` (default: half to twice it). With ``--resample auto``, a raster outside that range is
-read through a GDAL warped VRT (:class:`rasterio.vrt.WarpedVRT`) onto a grid of the same extent and CRS at the
-model's pixel size: windowed reads, resampled on the fly (bilinear when the model's grid is finer, average when
-it is coarser), never a whole-raster copy. Inference and blending run on that grid; the blended probabilities
-(and any other output channels) go, row band by row band, into a temporary uint8 GeoTIFF (p x 254), which a
-second warped VRT reads back onto the raster's own grid (bilinear), strip by strip. From there on everything
-(threshold, opening, split, fields, counts) runs on the native grid, so the mask and probability outputs are on
-the raster's grid, polygons are traced on its pixels in its CRS, and areas are its pixels' areas: the detour
-changes what the model sees, not how anything is measured.
+``resolution_range_m`` (default: half to twice it). With ``--resample auto``, a raster outside that range is read
+through a GDAL warped VRT (:class:`rasterio.vrt.WarpedVRT`) onto a grid of the same extent and CRS at the model's
+pixel size (:func:`target_resolution`: ``resolution_m``, or the nearest end of a ``resolution_range_m`` the model
+declares, e.g. 30 m Landsat read at 10 m, not 2 m, by a model trained across 1-10 m): windowed reads, resampled on
+the fly (bilinear when the model's grid is finer, average when it is coarser), never a whole-raster copy. Inference
+and blending run on that grid; the blended probabilities (and any other output channels) go, row band by row band,
+into a temporary uint8 GeoTIFF (p x 254), which a second warped VRT reads back onto the raster's own grid
+(bilinear), strip by strip. From there on everything (threshold, opening, split, fields, counts) runs on the native
+grid, so the mask and probability outputs are on the raster's grid, polygons are traced on its pixels in its CRS,
+and areas are its pixels' areas: the detour changes what the model sees, not how anything is measured.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class ResamplePlan:
     """The model-grid detour of one raster.
 
     Attributes:
-        native_m, model_m: pixel sizes in metres of the raster and of the model's training data.
+        native_m, model_m: pixel sizes in metres of the raster and of the grid the model reads it on
+            (:func:`target_resolution`).
         width, height, transform: the model grid (same extent and CRS as the raster).
         method: GDAL resampling used to read the raster onto the model grid (``"bilinear"`` or ``"average"``).
     """
@@ -61,6 +63,19 @@ def accepted_range(meta) -> tuple[float, float] | None:
     return meta.resolution_m / 2.0, meta.resolution_m * 2.0
 
 
+def target_resolution(meta, pixel_size_m: float) -> float:
+    """Pixel size (m) a raster of ``pixel_size_m`` m outside the model's accepted range is read at.
+
+    A model that declares ``resolution_range_m`` was trained across that range (scale augmentation, sets of
+    several GSDs), so the raster goes to the nearest end of it: as little detail lost or made up as the model
+    allows. A model that declares only ``resolution_m`` (v1) is read at ``resolution_m``.
+    """
+    declared = getattr(meta, "resolution_range_m", None) or meta.extra.get("resolution_range_m")
+    if not declared:
+        return float(meta.resolution_m)
+    return min(max(float(pixel_size_m), float(declared[0])), float(declared[1]))
+
+
 def plan_resample(source, pixel_size_m: float | None, meta, mode: str) -> ResamplePlan | None:
     """The detour for ``source`` (a :class:`FileSource` with a CRS), or None when the raster's pixel size
     ``pixel_size_m`` is within the model's accepted range, unknown, or ``mode`` is ``"off"``."""
@@ -71,11 +86,12 @@ def plan_resample(source, pixel_size_m: float | None, meta, mode: str) -> Resamp
         return None
     if accepted[0] <= pixel_size_m <= accepted[1]:
         return None
-    factor = meta.resolution_m / pixel_size_m  # model pixel in native pixels
+    target = target_resolution(meta, pixel_size_m)
+    factor = target / pixel_size_m  # model pixel in native pixels
     width = max(1, math.ceil(source.width / factor - 1e-9))
     height = max(1, math.ceil(source.height / factor - 1e-9))
     transform = source.transform * Affine.scale(factor, factor)
-    return ResamplePlan(pixel_size_m, meta.resolution_m, width, height, transform,
+    return ResamplePlan(pixel_size_m, target, width, height, transform,
                         "bilinear" if factor < 1 else "average")
 
 
@@ -99,7 +115,8 @@ def decide(source, pixel_size_m: float | None, ensemble, mode: str, log: Callabl
                "the raster has no CRS to resample in" if source.crs is None else "in-memory arrays are not resampled")
         log(f"Note: {what}; not resampled ({why}), so accuracy may be lower.")
         return None, info
-    log(f"Resampling: {what}; read resampled ({plan.method}) to {res:g} m/px ({plan.width} x {plan.height} px), "
+    log(f"Resampling: {what}; read resampled ({plan.method}) to {plan.model_m:g} m/px ({plan.width} x "
+        f"{plan.height} px), "
         "predicted there, and the prediction mapped back (bilinear) to the raster's own grid, where the mask, "
         "fields and areas are made (--resample off to disable).")
     return plan, {**info, **plan.describe(), "mode": mode}

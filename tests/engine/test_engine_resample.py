@@ -83,3 +83,27 @@ def test_the_model_can_declare_the_range_it_accepts(tmp_path):
     with pytest.raises(ModelError, match="resolution_range_m"):
         ModelMetadata(name="m", architecture="a", input_bands=[1, 2, 3], resolution_m=2.0,
                       resolution_range_m=[3.0, 12.0])
+
+
+def test_a_model_trained_across_a_range_reads_rasters_at_the_nearest_end_of_it():
+    """A declared range (v2: 1-10 m) sends a 30 m raster to 10 m and a 0.5 m one to 1 m; a model with only a
+    resolution (v1) reads both at its 2 m; the plan's grid follows."""
+    from affine import Affine
+
+    from engine.metadata import ModelMetadata
+    from engine.resample import plan_resample, target_resolution
+
+    ranged = ModelMetadata(name="m", architecture="a", input_bands=[1, 2, 3], resolution_m=2.0,
+                           resolution_range_m=[1.0, 10.0])
+    single = ModelMetadata(name="m", architecture="a", input_bands=[1, 2, 3], resolution_m=2.0)
+    assert target_resolution(ranged, 30.0) == 10.0 and target_resolution(ranged, 0.5) == 1.0
+    assert target_resolution(single, 30.0) == 2.0 and target_resolution(single, 0.5) == 2.0
+
+    class Source:  # the fields plan_resample reads of a FileSource
+        width, height, crs = 300, 200, "EPSG:32633"
+        transform = Affine(30, 0, 500000, 0, -30, 6000000)
+
+    plan = plan_resample(Source(), 30.0, ranged, "auto")
+    assert (plan.model_m, plan.width, plan.height) == (10.0, 900, 600) and plan.transform.a == 10.0
+    plan = plan_resample(Source(), 30.0, single, "auto")
+    assert (plan.model_m, plan.width, plan.height) == (2.0, 4500, 3000)
