@@ -203,3 +203,42 @@ def test_engine_and_training_stretch_a_v2_scene_alike():
         ModelMetadata.from_dict({**record, "stretch": "minmax"})
     with pytest.raises(ModelError, match="not one of"):
         ModelMetadata.from_dict({**record, "outputs": ["extent", "instances"]})
+
+
+def test_quantize_writes_an_int8_member_the_engine_runs(data_root, tmp_path, capsys):
+    """fit -> fp32 export -> int8 QDQ on training tiles: smaller, metadata kept (int8 recorded), outputs close to
+    fp32 on a validation tile through the engine; fp16 members and existing outputs are refused."""
+    import onnx as onnx_lib
+
+    from engine.api import load_model
+    from engine.metadata import METADATA_KEY
+
+    run, models = tmp_path / "run", tmp_path / "models"
+    assert main(["fit", *FIT, "--epochs", "1", "--data-root", str(data_root), "--out", str(run)]) == 0
+    fp32, int8, fp16 = models / "m.onnx", models / "m_int8.onnx", models / "m16.onnx"
+    assert main(["export", str(run / "best.pt"), "--onnx", str(fp32), "--tile-size", "64"]) == 0
+    assert main(["export", str(run / "best.pt"), "--onnx", str(fp16), "--tile-size", "64", "--fp16"]) == 0
+    assert main(["quantize", str(fp32), "--out", str(int8), "--datasets", "naip", "--data-root", str(data_root),
+                 "--tiles", "8", "--tile", "64"]) == 0
+    assert int8.stat().st_size < fp32.stat().st_size
+    q = onnx_lib.load(str(int8))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    record = json.loads({p.key: p.value for p in q.metadata_props}[METADATA_KEY])
+    assert record["extra"]["int8"]["calibration_tiles"] == 8 and record["outputs"] == ["extent", "boundary"]
+
+    val = [s for s in load_scenes(["naip"], data_root, log=lambda _: None) if s.split == "val"][0]
+    x = val.image[None, :, :64, :64].astype(np.float32)
+    a, b = (load_model(p).members[0] for p in (fp32, int8))
+    assert b.meta.outputs == a.meta.outputs and b.meta.stretch == a.meta.stretch
+    from engine.normalize import normalize
+
+    feed = {"input": normalize(x * np.float32(a.meta.input_scale), np.ones((1, 64, 64), bool), a.meta, None)}
+    pa, pb = a.session.run(None, feed), b.session.run(None, feed)
+    for oa, ob in zip(pa, pb, strict=True):
+        assert np.abs(oa - ob).max() < 0.1  # int8 rounding, not another model
+    assert main(["quantize", str(fp16), "--out", str(models / "x.onnx"), "--datasets", "naip", "--data-root",
+                 str(data_root), "--tiles", "2", "--tile", "64"]) == 2
+    assert "float16 weights" in capsys.readouterr().err
+    assert main(["quantize", str(fp32), "--out", str(int8), "--datasets", "naip", "--data-root",
+                 str(data_root), "--tiles", "2", "--tile", "64"]) == 2
+    assert "nothing is overwritten" in capsys.readouterr().err

@@ -5,12 +5,14 @@
     python -m training.v2 export runs/v2/unet/best.pt --onnx models/unet.onnx [--fp16]
     python -m training.v2 ensemble a.onnx b.onnx --out ensemble.json [--name cropland-default-v2]
     python -m training.v2 evaluate ensemble.json [--datasets ...] [--json OUT]
+    python -m training.v2 quantize member_fp32.onnx --out member_int8.onnx [--tiles 64]
 
 ``catalogue`` reads every set and prints its splits (scenes, megapixels, extent and boundary ratio, fields);
 ``fit`` trains one multi-head member (:mod:`training.multihead_fit`; checkpoints, ``--resume``, ``train.log``);
 ``export`` writes the ONNX with outputs ``extent`` and ``boundary`` (:mod:`training.multihead_export`);
 ``ensemble`` writes ``ensemble.json`` (:func:`training.ensemble.write_ensemble_json`); ``evaluate`` scores exported
-members or an ensemble on every set's validation split through ONNX Runtime (:mod:`training.multihead_eval`).
+members or an ensemble on every set's validation split through ONNX Runtime (:mod:`training.multihead_eval`);
+``quantize`` writes an int8 QDQ copy of an fp32 member calibrated on training tiles (:mod:`training.quantize`).
 Errors print one line ``error: ...`` and exit 2.
 """
 
@@ -108,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")
     v.add_argument("--json", type=Path, help="also write the metrics as JSON here")
 
+    q = sub.add_parser("quantize", help="int8 static quantisation (QDQ) of an fp32 member, on training tiles")
+    q.add_argument("model", type=Path, help="fp32 .onnx member exported by this chain (export without --fp16)")
+    q.add_argument("--out", required=True, type=Path, help="the int8 .onnx to write (never overwritten)")
+    q.add_argument("--datasets", type=_list, default=list(READERS), help="catalogue names, comma-separated")
+    q.add_argument("--data-root", type=Path, help="folder holding the data sets (default ../shared/data)")
+    q.add_argument("--limit", type=int, help="read at most this many tiles per tiled set")
+    q.add_argument("--tiles", type=int, default=64, help="calibration crops from the training splits")
+    q.add_argument("--tile", type=int, default=256, help="calibration crop size (px)")
+
     n = sub.add_parser("ensemble", help="write ensemble.json over exported members")
     n.add_argument("members", nargs="+", type=Path)
     n.add_argument("--out", required=True, type=Path)
@@ -170,6 +181,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from .datasets import load_scenes
+    from .quantize import quantize_member
+
+    train = [s for s in load_scenes(args.datasets, args.data_root, None, args.limit) if s.split == "train"]
+    r = quantize_member(args.model, args.out, train, args.tiles, args.tile)
+    print(f"wrote {r['onnx']} ({r['bytes'] / 2**20:.2f} MiB, fp32 {r['fp32_bytes'] / 2**20:.2f} MiB); "
+          f"max |diff| on a calibration tile {r['max_abs_diff']}")
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from .ensemble import write_ensemble_json
 
@@ -183,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"catalogue": cmd_catalogue, "fit": cmd_fit, "export": cmd_export, "evaluate": cmd_evaluate,
-                "ensemble": cmd_ensemble}[args.command](args)
+                "ensemble": cmd_ensemble, "quantize": cmd_quantize}[args.command](args)
     except CroplandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if type(exc).__name__ == "Interrupted" else 2
