@@ -226,7 +226,7 @@ def test_quantize_writes_an_int8_member_the_engine_runs(data_root, tmp_path, cap
     record = json.loads({p.key: p.value for p in q.metadata_props}[METADATA_KEY])
     assert record["extra"]["int8"]["calibration_tiles"] == 8 and record["outputs"] == ["extent", "boundary"]
 
-    val = [s for s in load_scenes(["naip"], data_root, log=lambda _: None) if s.split == "val"][0]
+    val = next(s for s in load_scenes(["naip"], data_root, log=lambda _: None) if s.split == "val")
     x = val.image[None, :, :64, :64].astype(np.float32)
     a, b = (load_model(p).members[0] for p in (fp32, int8))
     assert b.meta.outputs == a.meta.outputs and b.meta.stretch == a.meta.stretch
