@@ -121,7 +121,7 @@ def test_model_card_scores_the_engine_output_against_the_reference(tmp_path):
     assert got["iou"] == 1.0 and got["object_f1"] == 1.0 and got["fields_pred"] == got["fields_ref"] == 4
 
     out = tmp_path / "card"
-    model = str(REPO / "resources" / "models" / "unet_mobilenet_v2.onnx")
+    model = str(REPO / "resources" / "models" / "v1" / "unet_mobilenet_v2.onnx")
     assert main(["--model", f"one={model}", "--datasets", "naip", "--data-root", str(tmp_path / "data"),
                  "--out", str(out)]) == 0
     doc = json.loads((out / "model_card.json").read_text())

@@ -443,27 +443,48 @@ def test_early_stopping_on_validation_dice(synthetic, tmp_path, monkeypatch):
     assert best["epoch"] == 2 and best["metadata"]["metrics"]["f1"] == 0.6
 
 
-def test_shipped_default_ensemble_fits_its_budget():
-    from engine.api import DEFAULT_MODEL, ExtractOptions, extract_array, load_model
-    from engine.metadata import ModelMetadata
-
-    spec = json.loads(DEFAULT_MODEL.read_text())
-    assert set(spec) == {"name", "description", "fusion", "threshold", "members", "metrics"}
-    paths = [DEFAULT_MODEL.parent / m["path"] for m in spec["members"]]
-    sizes = [p.stat().st_size for p in paths]
-    assert len(paths) == 3 and max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
+def _members(spec_path):
     import onnx
 
-    archs = set()
+    from engine.metadata import ModelMetadata
+
+    spec = json.loads(spec_path.read_text())
+    paths = [spec_path.parent / m["path"] for m in spec["members"]]
+    metas = []
     for p in paths:
         props = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
-        meta = ModelMetadata.from_onnx_props(props, str(p))
-        assert meta.output == "probabilities" and meta.input_bands == [1, 2, 3]
-        archs.add(meta.architecture)
-    assert len(archs) == 3, archs  # three different registry architectures
-    # its accuracy is measured, not read back from here: tests/test_training_engine_path.py
+        metas.append(ModelMetadata.from_onnx_props(props, str(p)))
+    return spec, paths, metas
+
+
+def test_shipped_default_model_is_v2_within_its_budget():
+    """The default (issue 13): extent + boundary outputs, the percentile stretch, a declared 1-10 m range, members
+    <= 16 MiB each and <= 48 MiB together, and it runs through the engine."""
+    from engine.api import DEFAULT_MODEL, ExtractOptions, extract_array, load_model
+
+    spec, paths, metas = _members(DEFAULT_MODEL)
+    assert spec["name"] == "cropland-default-v2"
+    sizes = [p.stat().st_size for p in paths]
+    assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
+    for meta in metas:
+        assert meta.channels[:2] == ["extent", "boundary"] and meta.stretch == "percentile"
+        assert meta.input_bands == [1, 2, 3] and meta.resolution_range_m == [1.0, 10.0]
+    # its accuracy is measured, not read back from here: bench/model_card.py, MODEL_CARD.md
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
     options = ExtractOptions(device="cpu", threads=2, pixel_size_m=2.0)
-    _, prob, _ = extract_array(image, load_model(None, options), options=options)
+    result, prob, _ = extract_array(image, load_model(None, options), options=options)
     assert prob.shape == (80, 96) and np.all((prob >= 0) & (prob <= 1))
+    assert result.split["method"] == "boundary"  # --split auto uses the boundary output
+
+
+def test_model_v1_is_kept_for_comparison():
+    """resources/models/v1: three different architectures, extent only, within the same budget."""
+    from engine.ensemble import DEFAULT_MODEL
+
+    spec, paths, metas = _members(DEFAULT_MODEL.parent / "v1" / "ensemble.json")
+    assert spec["name"] == "cropland-default-v1" and len(paths) == 3
+    sizes = [p.stat().st_size for p in paths]
+    assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
+    assert all(m.output == "probabilities" and m.input_bands == [1, 2, 3] for m in metas)
+    assert len({m.architecture for m in metas}) == 3

@@ -587,7 +587,7 @@ def test_v1_model_metadata_defaults_to_input_scale():
 
     from engine.metadata import METADATA_KEY, ModelMetadata
 
-    member = REPO / "resources" / "models" / "unet_mobilenet_v2.onnx"
+    member = REPO / "resources" / "models" / "v1" / "unet_mobilenet_v2.onnx"
     props = {p.key: p.value for p in onnx.load(str(member), load_external_data=False).metadata_props}
     assert "normalization" not in json.loads(props[METADATA_KEY])
     meta = ModelMetadata.from_onnx_props(props, str(member))

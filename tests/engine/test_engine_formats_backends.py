@@ -122,7 +122,7 @@ def test_torch_checkpoint_matches_its_onnx_export(tmp_path):
 def real_member(name: str = "linknet_mobilenet_v2.onnx"):
     """A member of the shipped default ensemble (LinkNet: its output does not depend on the tile's content far
     away, unlike the FCN's squeeze-and-excitation gates, which pool over the whole tile)."""
-    path = REPO / "resources" / "models" / name
+    path = REPO / "resources" / "models" / "v1" / name
     if not path.exists():
         pytest.fail(f"{path} is missing: the shipped default ensemble is incomplete")
     return path

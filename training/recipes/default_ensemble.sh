@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped default ensemble (resources/models/) and its cross-validation numbers (MODEL_CARD.md).
+# Rebuilds model v1 (resources/models/v1/, the default until v2) and its cross-validation numbers (v1/MODEL_CARD.md).
 #
 #   bash training/recipes/default_ensemble.sh [SHARED_DATA_DIR] [WORK_DIR]
 #
@@ -10,7 +10,7 @@
 #   2. fusion of their held-out probabilities (ensemble metrics), also through the engine and ONNX;
 #   3. the three members trained on all six tiles with the same settings;
 #   4. fp16-weight ONNX export (with a parity check) and ensemble.json.
-# Variants (e.g. training/recipes/candidate_v2.sh) set, in the environment: MEMBERS (names from the ARCH table
+# Variants set, in the environment: MEMBERS (names from the ARCH table
 # below), EXTRA_ARGS (more `training fit` options, e.g. extra data), ENSEMBLE_NAME and DESCRIPTION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,11 +41,11 @@ $PY -m training evaluate-ensemble "${NAMES[@]/#/$WORK/cv/}" --labels "$D/labels"
 for name in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
   $PY -m training fit "${COMMON[@]}" ${ARCH[$name]} --out "$WORK/final/$name"
-  $PY -m training export "$WORK/final/$name/last.pt" --onnx "resources/models/$name.onnx" --fp16 \
+  $PY -m training export "$WORK/final/$name/last.pt" --onnx "resources/models/v1/$name.onnx" --fp16 \
       --name "$name" --metrics "$WORK/cv/$name/cv_summary.json" --parity-image "$D/images/Data1.tif"
 done
 MEMBERS=()
-for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/$name.onnx"); done
-$PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/ensemble.json \
+for name in "${NAMES[@]}"; do MEMBERS+=("resources/models/v1/$name.onnx"); done
+$PY -m training build-ensemble "${MEMBERS[@]}" --out resources/models/v1/ensemble.json \
     --name "${ENSEMBLE_NAME:-cropland-default-v1}" --fusion mean --metrics "$WORK/cv/ensemble_engine/ensemble_cv.json" \
     --description "${DESCRIPTION:-Mean of three small CNNs (FCN-1s SE-ResNet50, LinkNet and U-Net on MobileNetV2) trained from scratch on six 2 m ZY-3 RGB tiles; see MODEL_CARD.md.}"
