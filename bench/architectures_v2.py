@@ -124,11 +124,10 @@ def _limit_threads(n: int) -> None:
     cv2.setNumThreads(n)
 
 
-def fit_row(row: Row, args, out: Path, steps: int, say) -> dict:
+def fit_row(row: Row, args, out: Path, steps: int, say, tick=None) -> dict:
     """Train ``row`` on the catalogue's training scenes for ``steps`` steps (resuming ``out/last.pt``); returns the
-    fit summary (``seconds``, ``parameters``, ``steps``) and the per-step seconds from ``metrics.csv``."""
-    import csv
-
+    fit summary (``seconds``, ``parameters``, ``steps``). ``tick()`` is called at every line the fit logs (its
+    start and the end of every epoch of :data:`CHECKPOINT_EVERY` steps, or of every step for a 2-step fit)."""
     from training.checkpoint import load_checkpoint
     from training.multihead_fit import MultiHeadConfig, fit_multihead
 
@@ -153,12 +152,7 @@ def fit_row(row: Row, args, out: Path, steps: int, say) -> dict:
             say(f"resuming its fit at step {step}")
         else:
             last.unlink()
-    summary = fit_multihead(cfg, _DATA["train"], [], log=lambda m: None)
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
-    seconds = [float(r["seconds"]) for r in rows]
-    summary["step_seconds_last_epoch"] = ((seconds[-1] - seconds[-2]) / (int(rows[-1]["step"]) - int(rows[-2]["step"]))
-                                          if len(rows) > 1 else seconds[-1] / max(int(rows[-1]["step"]), 1))
-    return summary
+    return fit_multihead(cfg, _DATA["train"], [], log=lambda m: tick and tick())
 
 
 def export_row(checkpoint: Path, path: Path, args) -> dict:
@@ -352,56 +346,76 @@ def val_batches(tile: int, overlap: int, batch: int = 4) -> int:
     return sum(math.ceil(len(list(TileGrid(*s.shape, tile, overlap).tiles())) / batch) for s in _DATA["val"])
 
 
-def smoke_row(task: tuple[Row, argparse.Namespace]) -> dict:
-    """Job: 2 training steps, the export and one timed batch of 4 validation tiles of ``row``."""
-    from bench.bound import time_calls
+class Clock:
+    """Wall and CPU seconds (this process, all its threads) since the last :meth:`lap`. A job runs on one thread,
+    so its CPU seconds are the wall seconds it would take on an idle core, whatever the machine's load."""
 
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+        self.lap()
+
+    def lap(self) -> tuple[float, float]:
+        now = (time.perf_counter(), time.process_time())
+        last = self.marks[-1] if self.marks else now
+        self.marks.append(now)
+        return now[0] - last[0], now[1] - last[1]
+
+
+def smoke_row(task: tuple[Row, argparse.Namespace]) -> dict:
+    """Job: a 2-step fit, the export and one batch of 4 validation tiles of ``row``, each timed in wall and CPU
+    seconds: ``step`` (the 2nd training step), ``first_step`` (building the model and the 1st step), ``export``,
+    ``batch`` (the runner on 4 x eval-tile px, after one warm-up call)."""
     row, args = task
+    out: dict = {"model": row.arch}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            fit = fit_row(row, args, Path(tmp) / "fit", 2, lambda m: None)
-            t1 = time.perf_counter()
+            clock = Clock()
+            ticks: list[tuple[float, float]] = []
+            fit = fit_row(row, args, Path(tmp) / "fit", 2, lambda m: None, tick=lambda: ticks.append(clock.lap()))
+            clock.lap()
+            # ticks: the fit's start line, the end of step 1, the end of step 2
+            out["first_step"] = [ticks[0][i] + ticks[1][i] for i in (0, 1)]
+            out["step"] = list(ticks[2])
             exported = export_row(Path(tmp) / "fit" / "last.pt", Path(tmp) / "m.onnx", args)
-            t2 = time.perf_counter()
+            out["export"] = list(clock.lap())
             run = runner_of(exported, Path(tmp) / "fit" / "last.pt", args.train_threads)
             xb = np.random.default_rng(0).random((4, 3, args.eval_tile, args.eval_tile), dtype=np.float32)
-            batch_s = time_calls(lambda: run(xb), 0.0, min_runs=2, warmup=1)["median_s"]
+            run(xb)
+            clock.lap()
+            run(xb)
+            out["batch"] = list(clock.lap())
     except Exception as exc:
         log(f"{row.arch}: smoke run FAILED: {type(exc).__name__}: {exc}")
         return {"model": row.arch, "error": f"{type(exc).__name__}: {exc}"}
-    out = {"model": row.arch, "smoke_seconds": round(t2 - t0, 1), "step_s": fit["step_seconds_last_epoch"],
-           "first_step_s": fit["seconds"] - fit["step_seconds_last_epoch"], "export_s": t2 - t1, "batch_s": batch_s,
-           "parameters": fit["parameters"], "onnx": bool(exported["onnx"]), "onnx_error": exported.get("onnx_error")}
-    log(f"{row.arch}: 2-step smoke run {out['smoke_seconds']:.1f} s (fit {t1 - t0:.1f} s, step {out['step_s']:.2f} s; "
-        f"export {out['export_s']:.1f} s; {batch_s:.2f} s per batch of 4 x {args.eval_tile} px tiles, 1 thread)")
+    out.update(parameters=fit["parameters"], onnx=bool(exported["onnx"]), onnx_error=exported.get("onnx_error"),
+               smoke_wall_s=sum(out[k][0] for k in ("first_step", "step", "export", "batch")))
+    log(f"{row.arch}: 2-step smoke run {out['smoke_wall_s']:.1f} s wall; CPU s: step {out['step'][1]:.2f}, first "
+        f"step {out['first_step'][1]:.2f}, export {out['export'][1]:.2f}, batch of 4 x {args.eval_tile} px "
+        f"{out['batch'][1]:.2f}")
     return out
 
 
-def estimate(smoke: list[dict], args, load_seconds: float, overhead_s: float) -> dict:
-    """Estimated wall seconds of the full run from the smoke timings: per row steps x step + export + validation
-    batches x batch + the non-model scoring cost, rows spread over ``--jobs`` (longest first), then the speed
-    phase (one model at a time: ~3 s of forward timing, 25 tiles of the 2048 px mosaic at 2 threads, ~8 s of
-    vectorising and writing) and the fused rows."""
+def estimate(smoke: list[dict], args, load_s: float, overhead_s: float, which: int) -> dict:
+    """Estimated wall seconds of the full run from the smoke timings (``which`` 0: their wall seconds, i.e. at the
+    load they ran under; 1: their CPU seconds, i.e. on idle cores, one per job). Per row: steps x step + first step
+    + export + validation batches x batch + scoring without a model (``overhead_s``); rows spread over ``--jobs``
+    lanes, longest first, after each job process read the data (``load_s``); then one model at a time, the speed
+    columns (~3 s of forward timing, the 2048 px mosaic's 25 tiles on 2 threads, ~8 s of reading, splitting,
+    vectorising and writing) and the fused rows (scoring, and the members' speed through one ensemble)."""
+    ok = [s for s in smoke if "error" not in s]
     n_batches = val_batches(args.eval_tile, args.eval_overlap)
-    per_row = {}
-    for s in smoke:
-        if "error" in s:
-            continue
-        per_row[s["model"]] = (args.steps * s["step_s"] + s["first_step_s"] + s["export_s"]
-                               + n_batches * s["batch_s"] + overhead_s)
-    lanes = [0.0] * max(args.jobs, 1)
+    per_row = {s["model"]: (args.steps - 1) * s["step"][which] + s["first_step"][which] + s["export"][which]
+               + n_batches * s["batch"][which] + overhead_s for s in ok}
+    lanes = [0.0] * max(1, min(args.jobs, len(per_row)))
     for seconds in sorted(per_row.values(), reverse=True):
         lanes[lanes.index(min(lanes))] += seconds
-    speed_s = sum(6.0 + 25 / 4 * s["batch_s"] / 1.7 + 8.0 for s in smoke if "error" not in s)
-    fused = [f for f, (members, _) in FUSIONS.items() if all(m in per_row for m in members)]
-    fused_s = sum(len(FUSIONS[f][0]) * (2.0 + 25 / 4 * max(per_s["batch_s"] for per_s in smoke
-                                                           if per_s["model"] in FUSIONS[f][0]) / 1.7) + 10.0
-                  + overhead_s for f in fused)
-    total = load_seconds + max(lanes) + speed_s + fused_s
+    e2e = {s["model"]: 25 / 4 * s["batch"][which] / 1.7 for s in ok}  # 2 threads: ~1.7x one
+    speed_s = sum(4.0 + e2e[m] + 8.0 for m in e2e)
+    for members, _ in (v for v in FUSIONS.values() if all(m in per_row for m in v[0])):
+        speed_s += overhead_s + 4.0 + sum(e2e[m] for m in members) + 8.0
+    total = 2 * load_s + max(lanes) + speed_s
     return {"per_row_s": per_row, "validation_batches": n_batches, "scoring_overhead_s": overhead_s,
-            "training_phase_s": max(lanes), "speed_phase_s": speed_s + fused_s, "load_s": load_seconds,
-            "total_s": total}
+            "load_s": load_s, "training_phase_s": max(lanes), "speed_phase_s": speed_s, "total_s": total}
 
 
 # ---------------------------------------------------------------- report
@@ -487,12 +501,12 @@ def _loads(models: dict) -> str:
 # ---------------------------------------------------------------- main
 
 
-def load_data(args, quiet: bool = False) -> float:
-    """Read the catalogue (train and validation scenes, channel statistics) into :data:`_DATA`; seconds."""
+def load_data(args, quiet: bool = False) -> tuple[float, float]:
+    """Read the catalogue (train and validation scenes, channel statistics) into :data:`_DATA`; (wall, CPU) s."""
     from training.datasets import load_scenes
     from training.multihead_data import channel_stats
 
-    t0 = time.perf_counter()
+    clock = Clock()
     scenes = load_scenes(list(args.datasets), args.data_root, None, args.limit, log=lambda m: None)
     _DATA["train"] = [s for s in scenes if s.split == "train"]
     _DATA["val"] = [s for s in scenes if s.split == "val"]
@@ -500,11 +514,11 @@ def load_data(args, quiet: bool = False) -> float:
         raise SystemExit(f"no training or validation scenes in {args.datasets} "
                          f"(data root {args.data_root or 'default'})")
     _DATA["mean"], _DATA["std"] = channel_stats(_DATA["train"])
-    seconds = time.perf_counter() - t0
+    seconds = clock.lap()
     if not quiet:
         log(f"read {len(_DATA['train'])} training / {len(_DATA['val'])} validation scenes of "
             f"{', '.join(args.datasets)} ({sum(s.extent.size for s in _DATA['val']) / 1e6:.2f} validation Mpx) "
-            f"in {seconds:.0f} s")
+            f"in {seconds[0]:.0f} s")
     return seconds
 
 
@@ -575,9 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work = args.work or args.out.with_name(args.out.stem + "_work")
     rows = [row_by_name(n) for n in args.rows]
     command = "python -m bench.architectures_v2 " + " ".join(argv if argv is not None else sys.argv[1:])
-    load_seconds = load_data(args)
+    load = load_data(args)
     if args.estimate:
-        return run_estimate(rows, args, load_seconds)
+        return run_estimate(rows, args, load)
 
     recipe = recipe_of(args)
     result = {"benchmark": "architectures_v2", "command": command.strip(), "out": str(args.out), "recipe": recipe,
@@ -627,41 +641,43 @@ def main(argv: list[str] | None = None) -> int:
 def _estimated_order(args) -> dict[str, float]:
     path = args.out.with_name(args.out.stem + "_estimate.json")
     if path.is_file():
-        return json.loads(path.read_text()).get("estimate", {}).get("per_row_s", {})
+        return json.loads(path.read_text()).get("estimate", {}).get("idle", {}).get("per_row_s", {})
     return {}
 
 
-def run_estimate(rows: list[Row], args, load_seconds: float) -> int:
+def run_estimate(rows: list[Row], args, load: tuple[float, float]) -> int:
     """``--estimate``: smoke-run every row (``--jobs`` at a time), print the timings and the estimated total."""
-    from training.multihead_fit import score_predictions
+    from training.multihead_fit import predict_scene, score_predictions
 
-    t0 = time.perf_counter()
-    trivial = [{"extent": np.full(s.extent.shape, 0.7, np.float32), "boundary": np.zeros(s.extent.shape, np.float32)}
-               for s in _DATA["val"]]
-    score_predictions(trivial, _DATA["val"])
-    overhead_s = time.perf_counter() - t0  # scoring without a model (per row; blending adds ~the same again)
-    overhead_s *= 2
-    t0 = time.perf_counter()
+    clock = Clock()
+    const = [np.full((4, 2, args.eval_tile, args.eval_tile), 0.5, np.float32)] * 2  # extent, boundary
+    preds = [predict_scene(lambda xb: const, s.image, args.eval_tile, args.eval_overlap)
+             for s in _DATA["val"]]
+    score_predictions(preds, _DATA["val"])
+    overhead = clock.lap()  # blending and scoring the validation scenes without a model
     smoke = list(jobs_map(smoke_row, [(r, args) for r in rows], args.jobs, args))
-    smoke_wall = time.perf_counter() - t0
-    est = estimate(smoke, args, load_seconds, overhead_s)
-    load = idle_state()["loadavg"]
-    print(f"\nSmoke runs (2 steps of {args.batch_size} x {args.crop} px, export, 1 batch of 4 x {args.eval_tile} px; "
-          f"{args.jobs} job(s) of {args.train_threads} thread(s); load average {load}): {smoke_wall:.0f} s wall")
-    print(f"{'architecture':26} {'smoke s':>8} {'step s':>7} {'export s':>8} {'batch s':>8} {'row est. s':>10}")
+    smoke_wall = clock.lap()[0]
+    loadavg = idle_state()["loadavg"]
+    est = {name: estimate(smoke, args, load[i], overhead[i], i) for i, name in enumerate(("loaded", "idle"))}
+    print(f"\nSmoke runs: 2 steps of {args.batch_size} x {args.crop} px, export, a batch of 4 x {args.eval_tile} px "
+          f"tiles; {args.jobs} job(s) of {args.train_threads} thread(s); {smoke_wall:.0f} s wall; load average "
+          f"{loadavg}. Seconds as wall / CPU:")
+    print(f"{'architecture':26} {'step':>11} {'1st step':>11} {'export':>11} {'batch':>11} {'row est. (idle)':>16}")
     for s in smoke:
         if "error" in s:
             print(f"{s['model']:26} FAILED: {s['error']}")
             continue
-        print(f"{s['model']:26} {s['smoke_seconds']:8.1f} {s['step_s']:7.2f} {s['export_s']:8.1f} {s['batch_s']:8.2f} "
-              f"{est['per_row_s'][s['model']]:10.0f}" + ("" if s["onnx"] else "  (no ONNX: PyTorch)"))
-    print(f"\nEstimate of the full run ({args.steps} steps, {est['validation_batches']} validation batches per row, "
-          f"{args.jobs} jobs): reading {est['load_s']:.0f} s + training/scoring "
-          f"{est['training_phase_s'] / 60:.1f} min + fusions and speed {est['speed_phase_s'] / 60:.1f} min = "
-          f"{est['total_s'] / 60:.1f} min "
-          "(on this machine's present load)")
+        cells = " ".join(f"{s[k][0]:5.1f}/{s[k][1]:5.2f}" for k in ("step", "first_step", "export", "batch"))
+        print(f"{s['model']:26} {cells} {est['idle']['per_row_s'][s['model']]:14.0f} s"
+              + ("" if s["onnx"] else "  (no ONNX: PyTorch)"))
+    for name, e in est.items():
+        where = ("on idle cores (from CPU seconds)" if name == "idle"
+                 else f"at the smoke run's load (from wall seconds; load average {loadavg[0]})")
+        print(f"Estimate {where}: {args.steps} steps per row, {e['validation_batches']} validation batches; reading "
+              f"{2 * e['load_s']:.0f} s + training and scoring {e['training_phase_s'] / 60:.1f} min ({args.jobs} "
+              f"jobs) + fusions and speed {e['speed_phase_s'] / 60:.1f} min = {e['total_s'] / 60:.1f} min")
     write_json(args.out.with_name(args.out.stem + "_estimate.json"),
-               {"recipe": recipe_of(args), "smoke": smoke, "smoke_wall_s": smoke_wall, "loadavg": load,
+               {"recipe": recipe_of(args), "smoke": smoke, "smoke_wall_s": smoke_wall, "loadavg": loadavg,
                 "estimate": est, "machine": machine_facts()})
     return 0
 
