@@ -80,6 +80,9 @@ TRIVIAL = "all field (trivial)"
 RECIPE_SH = REPO / "training" / "recipes" / "v2.sh"
 DATASETS = ("contest", "gf2", "naip", "nsw", "denmark")
 CHECKPOINT_EVERY = 50
+#: A fit's checkpoint is reused (finished) or resumed (interrupted) only when these options are the same.
+SAME_FIT = ("arch", "datasets", "epochs", "steps_per_epoch", "max_steps", "tile", "batch_size", "lr", "width",
+            "decoder_channels", "set_shares", "limit", "seed", "mean", "std")
 
 # The data of this process: read once by the main process and once by each job process (see jobs_map).
 _DATA: dict = {}
@@ -131,11 +134,6 @@ def fit_row(row: Row, args, out: Path, steps: int, say, tick=None) -> dict:
     from training.checkpoint import load_checkpoint
     from training.multihead_fit import MultiHeadConfig, fit_multihead
 
-    summary_path = out / "summary.json"
-    if summary_path.is_file() and (out / "last.pt").is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("steps") == steps:
-            return summary
     per_epoch = min(CHECKPOINT_EVERY, steps) if steps > 2 else 1
     cfg = MultiHeadConfig(arch=row.arch, out=str(out), datasets=list(args.datasets),
                           epochs=math.ceil(steps / per_epoch), steps_per_epoch=per_epoch, max_steps=steps,
@@ -144,14 +142,17 @@ def fit_row(row: Row, args, out: Path, steps: int, say, tick=None) -> dict:
                           decoder_channels=list(row.decoder_channels) if row.decoder_channels else None,
                           set_shares=dict(args.shares), limit=args.limit, device="cpu", threads=args.train_threads,
                           seed=args.seed, name=f"v2bench_{row.slug}", mean=_DATA["mean"], std=_DATA["std"])
-    last = out / "last.pt"
+    last, summary_path = out / "last.pt", out / "summary.json"
     if last.is_file():
-        step = load_checkpoint(last)["step"]
-        if step < steps:
+        ck = load_checkpoint(last)
+        if all(ck["args"].get(k) == getattr(cfg, k) for k in SAME_FIT):
+            if ck["step"] >= steps and summary_path.is_file():
+                return json.loads(summary_path.read_text())
             cfg.resume = str(last)
-            say(f"resuming its fit at step {step}")
-        else:
-            last.unlink()
+            say(f"resuming its fit at step {ck['step']}")
+        else:  # another recipe's fit: start afresh
+            for name in ("last.pt", "best.pt", "summary.json"):
+                (out / name).unlink(missing_ok=True)
     return fit_multihead(cfg, _DATA["train"], [], log=lambda m: tick and tick())
 
 
@@ -551,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", type=_list, default=list(DATASETS), help="catalogue names, comma-separated")
     p.add_argument("--data-root", type=Path, help="folder holding the data sets (default ../shared/data)")
     p.add_argument("--limit", type=int, help="read at most this many tiles per tiled set (smoke runs)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps per fit")
+    p.add_argument("--steps", type=int, default=400,
+                   help="optimizer steps per fit (400: ~27 min for all rows on 2 idle cores by --estimate)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step")
     p.add_argument("--crop", type=int, default=128, help="training crop in px, multiple of 32 (model v2: 256)")
     p.add_argument("--width", type=int, default=16, help="--width of every custom architecture (model v2: 16)")
@@ -594,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_estimate(rows, args, load)
 
     recipe = recipe_of(args)
-    result = {"benchmark": "architectures_v2", "command": command.strip(), "out": str(args.out), "recipe": recipe,
+    shown_out = args.out.resolve()
+    shown_out = shown_out.relative_to(REPO) if shown_out.is_relative_to(REPO) else args.out
+    result = {"benchmark": "architectures_v2", "command": command.strip(), "out": str(shown_out), "recipe": recipe,
               "models": {}, "failures": [], "machine": machine_facts()}
     if args.out.is_file():
         old = json.loads(args.out.read_text())

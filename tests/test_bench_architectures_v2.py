@@ -92,7 +92,7 @@ def test_architectures_v2_runs_resumes_fuses_and_reports(tmp_path):
     assert "| naip |" in report and "python -m bench.architectures_v2 --rows unet" in report
 
     est = _run(tmp_path, "--rows", "unet", *common, "--estimate")
-    assert "Estimate of the full run" in est
+    assert "Estimate on idle cores" in est
     smoke = json.loads((tmp_path / "arch_v2_estimate.json").read_text())
     wall, cpu = smoke["smoke"][0]["step"]
     assert wall > 0 and cpu > 0 and smoke["estimate"]["idle"]["total_s"] > smoke["estimate"]["idle"]["load_s"]
