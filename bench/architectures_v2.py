@@ -26,16 +26,18 @@ original study's three networks (majority vote: a pixel is field / edge where mo
 fused from the members' stored whole-scene probability maps and scored the same way; their speed runs the members
 through an ``ensemble.json`` with that fusion. "all field (trivial)" calls every pixel field and no pixel edge.
 
-Architectures train concurrently (``--jobs`` processes of ``--train-threads`` torch threads each; on 2 cores two
-1-thread jobs beat one 2-thread job); each job process reads the data sets once. Results are written to
-``--out`` (JSON) after every row; a rerun with the same recipe skips the rows done (and reuses a finished fit's
-checkpoint or an interrupted one's ``last.pt``, saved every 50 steps). ``--estimate`` times a 2-step smoke run of
-every row instead (training step, export, a batch of validation tiles) and prints the estimated wall time of the full
-run; ``--report`` prints the docs/BENCHMARKS.md section of a result file.
+Architectures train concurrently (``--jobs`` processes of ``--train-threads`` torch threads each: small convolutions
+on 128 px crops scale poorly over threads, and §7 saw 2 torch threads run far slower per step than 1 on a shared
+machine); each job process reads the data sets once. Stop a run with Ctrl-C (or by killing its process group).
+Results are written to ``--out`` (JSON) after every row; a rerun with the same recipe skips the rows done (and
+reuses a finished fit's checkpoint or an interrupted one's ``last.pt``, saved every 50 steps). ``--estimate`` times
+a 2-step smoke run of every row instead (training step, export, a batch of validation tiles, in wall and CPU
+seconds) and prints the estimated time of the full run, at the present load and on idle cores; ``--report`` prints
+the docs/BENCHMARKS.md section of a result file.
 
 Examples::
 
-    nice -n 10 .venv/bin/python -m bench.architectures_v2 --estimate            # ~3 min: timings and the estimate
+    nice -n 10 .venv/bin/python -m bench.architectures_v2 --estimate            # ~4 min: timings and the estimate
     nice -n 10 .venv/bin/python -m bench.architectures_v2 > runs/bench/architectures_v2.log 2>&1
     .venv/bin/python -m bench.architectures_v2 --report runs/bench/architectures_v2.json
 """
@@ -476,6 +478,9 @@ def render(result: dict) -> str:
                      f"{_fmt(m.get('object_f1'), '.3f')} | {_fmt(m.get('abs_ratio_error'), '.4f')} | "
                      f"{_fmt(m.get('boundary_f1'), '.3f')} | {_fmt(sp.get('forward_mpx_per_s'), '.2f')} | "
                      f"{_fmt(sp.get('e2e_mpx_per_s'), '.2f')} | {_fmt(r.get('train_seconds'), '.0f')} |")
+    lines += ["", "Rows (every architecture took the boundary head, 4 output channels"
+              + ("; failures are listed at the end" if result.get("failures") else "") + "):", ""]
+    lines += [f"- `{n}`: {models[n]['origin']}" for n in names if models[n].get("kind") == "single"]
     lines += ["", "Per set: extent IoU / object F1 / ratio error (contest has no fields; `–` = not labelled):", "",
               "| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
     for n in names:

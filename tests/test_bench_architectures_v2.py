@@ -90,6 +90,7 @@ def test_architectures_v2_runs_resumes_fuses_and_reports(tmp_path):
     assert report.startswith("## Architectures on the v2 data") and "| unet | 0." in report
     assert "smp:PSPNet:mobilenet_v2 (no ONNX: PyTorch)" in report and f"| {fused} |" in report
     assert "| naip |" in report and "python -m bench.architectures_v2 --rows unet" in report
+    assert "- `unet`: model v2" in report and "adaptive_avg_pool2d" in report
 
     est = _run(tmp_path, "--rows", "unet", *common, "--estimate")
     assert "Estimate on idle cores" in est
