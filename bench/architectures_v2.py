@@ -637,8 +637,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, info in result["models"].items():
             if info["kind"] != "trivial" and "speed" not in info:
                 log(f"{name}: timing")
-                info["speed"] = speed_of(name, info, result, args)
-                sp = info["speed"]
+                try:
+                    info["speed"] = sp = speed_of(name, info, result, args)
+                except Exception as exc:  # keep the other rows' timings; a rerun retries this one
+                    log(f"{name}: timing FAILED: {type(exc).__name__}: {exc}")
+                    result["failures"].append({"model": name, "error": f"speed: {type(exc).__name__}: {exc}"})
+                    save()
+                    continue
                 log(f"{name}: forward {_fmt(sp.get('forward_mpx_per_s'), '.2f')} Mpx/s, end to end "
                     f"{_fmt(sp.get('e2e_mpx_per_s'), '.2f')} Mpx/s")
                 save()
