@@ -18,7 +18,8 @@ would see them.
     nice -n 5 .venv/bin/python -m bench.model_card --model v2=resources/models/ensemble.json \
         --model v1=resources/models/v1/ensemble.json --out runs/bench/model_card
 
-Writes ``OUT/model_card.json`` and prints a Markdown table.
+Writes ``OUT/model_card.json`` (and with ``--pictures`` one PNG per set and model: reference outlines green,
+the engine's red) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ def burn_fields(fields, shape: tuple[int, int], transform) -> np.ndarray:
     return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="int32")
 
 
+def picture(scene, pred_inst: np.ndarray, path: Path, max_px: int = 900) -> None:
+    """``scene``'s stretched image with the reference fields' outlines (green) and the predicted ones (red), at
+    most ``max_px`` wide, as a PNG at ``path``."""
+    import cv2
+
+    def outlines(inst: np.ndarray) -> np.ndarray:  # pixels next to another label (field, other field, none)
+        edge = np.zeros(inst.shape, bool)
+        edge[:, 1:] |= inst[:, 1:] != inst[:, :-1]
+        edge[1:, :] |= inst[1:, :] != inst[:-1, :]
+        return edge
+
+    rgb = np.clip(scene.image.transpose(1, 2, 0) * 255, 0, 255).astype(np.uint8).copy()
+    if scene.instances is not None:
+        rgb[outlines(scene.instances)] = (40, 220, 40)
+    rgb[outlines(pred_inst)] = (240, 40, 40)
+    scale = min(1.0, max_px / rgb.shape[1])
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), rgb[:, :, ::-1])
+
+
 class Pool:
     """Pixel and object counts of one set, summed over its scenes."""
 
@@ -111,8 +133,10 @@ class Pool:
         return out
 
 
-def score_model(model_path: str | None, scenes: list, work: Path, threads: int, log=print) -> dict[str, dict]:
-    """Per set, the engine's fields of ``model_path`` (None: the all-cropland baseline) scored on ``scenes``."""
+def score_model(model_path: str | None, scenes: list, work: Path, threads: int, log=print,
+                pictures: Path | None = None, label: str = "") -> dict[str, dict]:
+    """Per set, the engine's fields of ``model_path`` (None: the all-cropland baseline) scored on ``scenes``;
+    with ``pictures``, each set's largest scene drawn there as ``SET_LABEL.png`` (see :func:`picture`)."""
     from engine.api import ExtractOptions, extract, load_model
 
     model = None
@@ -130,8 +154,12 @@ def score_model(model_path: str | None, scenes: list, work: Path, threads: int, 
         result = extract(path, model, options=ExtractOptions(threads=threads, device="cpu", pixel_size_m=pixel),
                          log=lambda _msg: None)
         pool.seconds += time.perf_counter() - t0
-        pool.add(burn_fields(result.fields, scene.extent.shape, transform), scene)
+        pred = burn_fields(result.fields, scene.extent.shape, transform)
+        pool.add(pred, scene)
         path.unlink()
+        if pictures is not None and scene is max((s for s in scenes if s.dataset == scene.dataset),
+                                                 key=lambda s: s.extent.size):
+            picture(scene, pred, pictures / f"{scene.dataset}_{label}.png")
     out = {name: pool.metrics() for name, pool in sorted(pools.items())}
     log(json.dumps({"model": model_path or "all-cropland", **{k: round(v["iou"], 4) for k, v in out.items()}}))
     return out
@@ -162,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="at most this many tiles per tiled set (smoke runs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-baseline", action="store_true", help="skip the all-cropland rows")
+    p.add_argument("--pictures", action="store_true",
+                   help="draw each set's largest scene with reference (green) and predicted (red) outlines")
     p.add_argument("--out", type=Path, default=Path("runs/bench/model_card"))
     args = p.parse_args(argv)
     from training.datasets import load_scenes
@@ -176,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         for name, path in models:
-            results[name] = score_model(path, scenes, Path(tmp), args.threads)
+            results[name] = score_model(path, scenes, Path(tmp), args.threads,
+                                        pictures=args.out if args.pictures else None, label=name)
         if not args.no_baseline:
             results["all-cropland"] = score_model(None, scenes, Path(tmp), args.threads)
     doc = {"models": dict(models), "datasets": names, "limit": args.limit, "results": results}

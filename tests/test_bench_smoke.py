@@ -123,7 +123,8 @@ def test_model_card_scores_the_engine_output_against_the_reference(tmp_path):
     out = tmp_path / "card"
     model = str(REPO / "resources" / "models" / "v1" / "unet_mobilenet_v2.onnx")
     assert main(["--model", f"one={model}", "--datasets", "naip", "--data-root", str(tmp_path / "data"),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--pictures"]) == 0
+    assert (out / "naip_one.png").stat().st_size > 1000
     doc = json.loads((out / "model_card.json").read_text())
     base, one = doc["results"]["all-cropland"]["naip"], doc["results"]["one"]["naip"]
     labelled = sum(int((s.extent != IGNORE).sum()) for s in val)

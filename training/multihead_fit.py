@@ -143,11 +143,17 @@ def fields_from_heads(extent: np.ndarray, boundary: np.ndarray, threshold: float
 def evaluate_scenes(run, scenes: list[Scene], tile: int, overlap: int) -> dict[str, dict[str, float]]:
     """Validation metrics per data set (pooled over its scenes) of a tile runner (see :func:`predict_scene`);
     the metrics are described in the module docstring."""
+    return score_predictions((predict_scene(run, s.image, tile, overlap) for s in scenes), scenes)
+
+
+def score_predictions(predictions, scenes: list[Scene]) -> dict[str, dict[str, float]]:
+    """The metrics of :func:`evaluate_scenes` from whole-scene head probabilities already predicted:
+    ``predictions`` yields, in the order of ``scenes``, {"extent", "boundary"}: (H, W) float arrays on 0..1 (as
+    :func:`predict_scene` returns them; e.g. the fusion of several models' maps)."""
     from engine.metrics import metrics_from_counts, object_metrics, pixel_metrics
 
     per: dict[str, dict[str, Any]] = {}
-    for s in scenes:
-        p = predict_scene(run, s.image, tile, overlap)
+    for s, p in zip(scenes, predictions, strict=True):
         d = per.setdefault(s.dataset, {"ext": dict.fromkeys(("tp", "fp", "fn", "tn"), 0),
                                        "bnd": dict.fromkeys(("tp", "fp", "fn", "tn"), 0),
                                        "has_bnd": False, "obj": []})
