@@ -14,7 +14,7 @@ import numpy as np
 from .areas import AreaCounter, AreaModel
 from .masks import encode
 from .spool import FieldSpool
-from .vectorize import Field, StripVectorizer, filter_field, simplify_fields, to_map
+from .vectorize import Field, StripVectorizer, filter_field, order_key, simplify_fields, to_map
 
 
 class FieldBuilder:
@@ -80,5 +80,5 @@ class FieldBuilder:
     def _spool(self, field: Field, poly_px) -> None:
         geom = to_map(poly_px, self.transform)
         a, p = self.area.polygon_area_perimeter(geom)
-        x0, y0 = field.polygon.bounds[:2]
-        self.spool.add(geom, a, p, field.mean_probability, y0, x0, field.mean_boundary)
+        y0, x0, tie = order_key(field.polygon)
+        self.spool.add(geom, a, p, field.mean_probability, y0, x0, field.mean_boundary, tie)

@@ -139,9 +139,10 @@ class WarpedSource(FileSource):
 
 class ModelGridSpool:
     """Rows of blended channels on the model grid -> a temporary uint8 GeoTIFF (p x 254, 255 = nodata), read
-    back onto the native grid by :meth:`native_strips`."""
+    back onto the native grid by :meth:`native_strips`. ``first_row``: the first model-grid row :meth:`emit` gets
+    (a row band of a Dask run spools only the rows it needs; the rest stays nodata)."""
 
-    def __init__(self, path: Path, plan: ResamplePlan, crs, channels: int):
+    def __init__(self, path: Path, plan: ResamplePlan, crs, channels: int, first_row: int = 0):
         import rasterio
 
         from .writers import RowWriter, raster_profile
@@ -154,7 +155,8 @@ class ModelGridSpool:
         profile = {**raster_profile(grid), "count": channels}
         self.path, self.channels = Path(path), channels
         self._ds = rasterio.open(self.path, "w", **profile, dtype="uint8", nodata=NODATA)
-        self._writers = [_BandWriter(self._ds, b + 1, RowWriter) for b in range(channels)]
+        self._writers = [_BandWriter(self._ds, b + 1, lambda ds: RowWriter(ds, first_row=first_row))
+                         for b in range(channels)]
 
     def emit(self, row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
         """Blender sink: ``probs`` (h, w) or (h, w, channels) float32, ``valid`` (h, w) bool."""
@@ -169,10 +171,12 @@ class ModelGridSpool:
             writer.close()
         self._ds.close()
 
-    def native_strips(self, native: FileSource, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def native_strips(self, native: FileSource, rows: int, start: int = 0, stop: int | None = None
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(row0, probs float32 (n, w) or (n, w, channels), valid bool (n, w)) on ``native``'s grid, ``rows``
         rows at a time: the model-grid channels resampled back (bilinear), valid where the native raster is
-        valid and the model grid had data."""
+        valid and the model grid had data. Only the strips (of ``rows`` rows from the top) that overlap rows
+        ``start .. stop`` (default: all)."""
         import rasterio
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
@@ -181,7 +185,8 @@ class ModelGridSpool:
         with rasterio.open(self.path) as ds, WarpedVRT(ds, crs=native.crs, transform=native.transform,
                                                        width=native.width, height=native.height,
                                                        resampling=Resampling.bilinear, nodata=NODATA) as vrt:
-            for row0 in range(0, native.height, rows):
+            stop = native.height if stop is None else stop
+            for row0 in range(start // rows * rows, stop, rows):
                 n = min(rows, native.height - row0)
                 q = vrt.read(window=RioWindow(0, row0, native.width, n))
                 valid = native.read_inside(row0, 0, n, native.width)[1] & np.all(q != NODATA, axis=0)

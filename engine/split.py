@@ -150,12 +150,20 @@ class SplitStrip:
         down: bool, pixel (y, x) and (y + 1, x) belong to one field; the last row's refer to the next strip.
         edge: bool, cropland pixel on its field's outline (a 4-neighbour outside the field, raster edge excepted).
         boundary: float32 boundary probability, or None when the model has no boundary output.
+        cut: bool, cropland pixel cut by the split (counted for the report), or None.
     """
 
     right: np.ndarray
     down: np.ndarray
     edge: np.ndarray
     boundary: np.ndarray | None
+    cut: np.ndarray | None = None
+
+    def rows(self, a: int, b: int) -> SplitStrip:
+        """The same for rows ``a .. b`` of the strip (0 = its first row)."""
+        return SplitStrip(self.right[a:b], self.down[a:b], self.edge[a:b],
+                          None if self.boundary is None else self.boundary[a:b],
+                          None if self.cut is None else self.cut[a:b])
 
 
 def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: SplitParams
@@ -284,7 +292,7 @@ class FieldSplitter(HaloRows):
             self.cut_pixels += int(cut[i:i + n].sum())
             self._counter.add(mask[i:i + n])
         strip = SplitStrip(right[i:i + n], down[i:i + n], edge[i:i + n],
-                           None if boundary is None else _quantize(boundary[i:i + n]))
+                           None if boundary is None else _quantize(boundary[i:i + n]), cut[i:i + n])
         self.sink(row0, mask[i:i + n], self._rows(row0, row0 + n, 2), extent[i:i + n], strip)
 
 

@@ -27,21 +27,26 @@ class FieldSpool:
         self._offsets = array("q")
         self._rows = array("d")
         self._cols = array("d")
+        self._ties = array("d")
 
     def __len__(self) -> int:
         return len(self._offsets)
 
     def add(self, geometry, area_m2: float | None, perimeter_m: float | None, mean_probability: float,
-            row: float, col: float, mean_boundary: float | None = None) -> None:
+            row: float, col: float, mean_boundary: float | None = None, tie: float = 0.0) -> None:
         """Store one field: shapely ``geometry`` (map coordinates), its area (m²) and perimeter (m) or None, its
-        mean probability (0..1); ``row``/``col`` (pixels) order the output (top, then left edge of its box);
-        ``mean_boundary``: mean boundary probability of its outline (0..1) or None."""
+        mean probability (0..1); ``row``/``col`` (pixels) order the output (top, then left edge of its box), and
+        ``tie`` fields whose boxes share that corner (the left edge of the field's first pixel on its top row,
+        which no two fields share: :func:`engine.vectorize.order_key`), so that the order does not depend on
+        the order fields were added in; ``mean_boundary``: mean boundary probability of its outline (0..1) or
+        None."""
         import shapely
 
         wkb = shapely.to_wkb(geometry)
         self._offsets.append(self._file.tell())
         self._rows.append(row)
         self._cols.append(col)
+        self._ties.append(tie)
         nan = float("nan")
         self._file.write(_HEAD.pack(len(wkb), nan if area_m2 is None else area_m2,
                                     nan if perimeter_m is None else perimeter_m, mean_probability,
@@ -53,8 +58,8 @@ class FieldSpool:
         left-to-right."""
         import shapely
 
-        order = np.lexsort((np.arange(len(self)), np.frombuffer(self._cols, dtype=np.float64),
-                            np.frombuffer(self._rows, dtype=np.float64)))
+        order = np.lexsort((np.arange(len(self)), np.frombuffer(self._ties, dtype=np.float64),
+                            np.frombuffer(self._cols, dtype=np.float64), np.frombuffer(self._rows, dtype=np.float64)))
         self._file.flush()
         for k in order.tolist():
             self._file.seek(self._offsets[k])

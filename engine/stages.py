@@ -210,11 +210,7 @@ class Infer:
                 with timer("split"):
                     return image_edges(scaled, ctx.split)
 
-        def emit(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
-            if row0 + probs.shape[0] <= keep_from:
-                return
-            if row0 < keep_from:
-                probs, valid, row0 = probs[keep_from - row0:], valid[keep_from - row0:], keep_from
+        def hand_on(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
             band = band_of(row0, probs, valid, names, ctx.threshold)
             for sink in self.sinks:
                 sink(band)
@@ -225,7 +221,8 @@ class Infer:
             return
         with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
-            blender = StripBlender(grid, self.emit_to(ctx, emit, len(names)), len(names))
+            blender = StripBlender(grid, self.emit_to(ctx, rows_from(keep_from, hand_on), len(names), keep_from),
+                                   len(names))
             future = pool.submit(read_batch, batches[0])
             done = 0
             for k in range(len(batches)):
@@ -246,16 +243,31 @@ class Infer:
                 done += len(batches[k])
                 bar.update(len(batches[k]))
                 cb.progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
-            self.finish_blending(ctx, emit)
+            self.finish_blending(ctx, hand_on)
             for sink in self.sinks:
                 sink.close()
 
-    def emit_to(self, ctx: RunContext, emit, channels: int):
-        """Where the blender's rows go (a resampled run sends them to the model-grid spool instead)."""
+    def emit_to(self, ctx: RunContext, emit, channels: int, keep_from: int):
+        """Where the blender's rows go: ``emit`` (rows from ``keep_from`` on to the sinks); a resampled run sends
+        them to the model-grid spool instead."""
         return emit
 
-    def finish_blending(self, ctx: RunContext, emit) -> None:
-        """After the last tile (a resampled run maps its rows back to the native grid here)."""
+    def finish_blending(self, ctx: RunContext, hand_on) -> None:
+        """After the last tile (a resampled run maps its rows back to the native grid here and hands them on with
+        ``hand_on(row0, probs, valid)``)."""
+
+
+def rows_from(first: int, emit):
+    """``emit(row0, probs, valid)`` for the rows from raster row ``first`` on only (earlier rows dropped)."""
+
+    def clipped(row0: int, probs: np.ndarray, valid: np.ndarray) -> None:
+        if row0 + probs.shape[0] <= first:
+            return
+        if row0 < first:
+            probs, valid, row0 = probs[first - row0:], valid[first - row0:], first
+        emit(row0, probs, valid)
+
+    return clipped
 
 
 def band_of(row0: int, probs: np.ndarray, valid: np.ndarray, names: list[str], threshold: float) -> Band:
@@ -270,8 +282,15 @@ def band_of(row0: int, probs: np.ndarray, valid: np.ndarray, names: list[str], t
 class ResampledInfer(Infer):
     """Pass 1 on the model's grid (:mod:`engine.resample`): tiles read through a warped VRT at the model's
     resolution, inferred and blended there, the blended channels spooled to a temporary raster, then read back
-    onto the source's grid strip by strip and handed to the sinks as :class:`Infer` would hand them."""
+    onto the source's grid strip by strip and handed to the sinks as :class:`Infer` would hand them.
 
+    ``tile_rows`` and ``rows_from`` are on the model grid (the model-grid rows spooled); ``native_rows``: the rows
+    ``(a, b)`` of the source's grid to hand on (None = all), read back in the whole run's strips (of
+    :data:`engine.runtime.STRIP_ROWS` rows from the top): the very windows a whole run reads from the same warped
+    VRT, so that nothing in GDAL's warping (source windows, chunks) can differ (a row band of a Dask run,
+    :mod:`engine.bands`)."""
+
+    native_rows: tuple[int, int] | None = None
     _native: object = None
     _spool: ModelGridSpool | None = None
 
@@ -282,20 +301,25 @@ class ResampledInfer(Infer):
         with WarpedSource(ctx.source, ctx.resample) as warped:
             Infer.run(self, dataclasses.replace(ctx, source=warped))
 
-    def emit_to(self, ctx: RunContext, emit, channels: int):
-        self._spool = ModelGridSpool(ctx.workdir / "model_grid.tif", ctx.resample, self._native.crs, channels)
-        return self._spool.emit
+    def emit_to(self, ctx: RunContext, emit, channels: int, keep_from: int):
+        self._spool = ModelGridSpool(ctx.workdir / "model_grid.tif", ctx.resample, self._native.crs, channels,
+                                     keep_from)
+        return rows_from(keep_from, self._spool.emit)
 
-    def finish_blending(self, ctx: RunContext, emit) -> None:
+    def finish_blending(self, ctx: RunContext, hand_on) -> None:
         self._spool.close()
-        strips = self._spool.native_strips(self._native, STRIP_ROWS)
+        a, b = self.native_rows or (0, self._native.height)
+        strips = self._spool.native_strips(self._native, STRIP_ROWS, a, b)
+        emit = rows_from(a, hand_on)
         while True:
             ctx.callbacks.check_cancel()
             with ctx.timer("resample_back"):
                 item = next(strips, None)
             if item is None:
                 break
-            emit(*item)
+            row0, probs, valid = item
+            n = min(probs.shape[0], b - row0)
+            emit(row0, probs[:n], valid[:n])
 
 
 class RequireValid:

@@ -420,6 +420,15 @@ def _link_components(binary: np.ndarray, right: np.ndarray, down: np.ndarray) ->
     return n, labels
 
 
+def order_key(poly_px) -> tuple[float, float, float]:
+    """Where a pixel-space field comes in the output's top-to-bottom, left-to-right order: (top row, left edge of
+    its box, left edge of its first pixel on the top row). The last tells apart fields whose boxes share their
+    top-left corner (an L-shaped field around another), which no two fields' first pixels can do."""
+    coords = np.asarray(poly_px.exterior.coords)
+    x0, y0 = coords.min(axis=0)
+    return float(y0), float(x0), float(coords[coords[:, 1] == y0, 0].min())
+
+
 def to_map(geom, transform):
     """Pixel-coordinate shapely geometry -> map coordinates through the affine ``transform``."""
     import shapely
@@ -486,14 +495,28 @@ def simplify_fields(polygons: list, tolerance_px: float, width: int, height: int
     unsimplified polygon.
 
     Returns:
-        list of shapely Polygons, in the order given.
+        list of shapely Polygons, in the order given; the same whatever that order (GEOS's result depends on the
+        order of the coverage, so the polygons are simplified in one canonical order: a run in row bands holds its
+        fields in another order than a single run).
     """
     import shapely
 
     if tolerance_px <= 0 or not polygons:
         return list(polygons)
     # the same outline gives the same result whatever ring start and strip seams it was traced with
-    polygons = list(shapely.normalize(np.array(polygons, dtype=object)))
+    normal = shapely.normalize(np.array(polygons, dtype=object))
+    order = sorted(range(len(normal)), key=lambda k: shapely.to_wkb(normal[k]))
+    simplified = _simplify_coverage(list(normal[order]), tolerance_px, width, height)
+    out = [None] * len(order)
+    for k, poly in zip(order, simplified, strict=True):
+        out[k] = poly
+    return out
+
+
+def _simplify_coverage(polygons: list, tolerance_px: float, width: int, height: int) -> list:
+    """:func:`simplify_fields` on normalised polygons in their canonical order."""
+    import shapely
+
     gaps = shapely.difference(shapely.box(0, 0, width, height), shapely.union_all(polygons))
     parts = list(getattr(gaps, "geoms", [gaps])) if not gaps.is_empty else []
     coverage = np.array(list(polygons) + [p for p in parts if p.geom_type == "Polygon"], dtype=object)

@@ -22,13 +22,14 @@ def raster_profile(source) -> dict:
 
 class RowWriter:
     """Writes consecutive row bands to band 1 of an open dataset, buffering so that every write covers whole
-    rows of blocks (a compressed tile is then written exactly once)."""
+    rows of blocks (a compressed tile is then written exactly once). ``first_row``: the first row written (rows
+    above it are left unwritten)."""
 
-    def __init__(self, dataset, block_rows: int = BLOCK):
+    def __init__(self, dataset, block_rows: int = BLOCK, first_row: int = 0):
         self.ds = dataset
         self.block_rows = block_rows
         self._rows: list[np.ndarray] = []
-        self._row0 = 0
+        self._row0 = first_row
         self._buffered = 0
 
     def write(self, row0: int, rows: np.ndarray) -> None:

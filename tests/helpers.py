@@ -164,3 +164,33 @@ def mosaic_scene(height: int = 480, width: int = 256, seed: int = 0, nodata: boo
     if nodata:
         image[:, height // 3:height // 3 + 20, width // 4:width // 2] = 0
     return image
+
+
+def patchwork_scene(height: int = 480, width: int = 256, seed: int = 0, nodata: bool = True) -> np.ndarray:
+    """A synthetic RGB uint8 scene for split tests: a patchwork of touching fields (Voronoi cells, 40-160 px
+    across, so many span several row bands) of different crops (red 30-90, green 190-240, blue 40-160: cropland
+    for the green models, a visible edge where two crops meet), each outlined by a 2 px red line (the
+    boundary output of :func:`edge_model_onnx`, still cropland), some cells grey (not cropland), 2 px grey roads,
+    light noise, and, when ``nodata``, a block of zeros (nodata 0) cutting into some fields. Returns (3, H, W)."""
+    rng = np.random.default_rng(seed)
+    n = max(4, height * width // 6000)
+    cy, cx = rng.integers(0, height, n), rng.integers(0, width, n)
+    yy, xx = np.mgrid[:height, :width]
+    cell = np.argmin([(yy - y) ** 2 + (xx - x) ** 2 for y, x in zip(cy, cx, strict=True)], axis=0)
+    line = np.zeros((height, width), bool)
+    line[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+    line[:-1] |= cell[:-1] != cell[1:]
+    line[:, 1:] |= line[:, :-1].copy()  # 2 px wide
+    crop = rng.random(n) > 0.2
+    colours = np.stack([rng.choice([30, 60, 90], n), rng.choice([190, 215, 240], n),
+                        rng.choice([40, 100, 160], n)])
+    field = crop[cell]
+    image = np.where(field, colours[:, cell], np.array([140, 90, 140])[:, None, None]).astype(int)
+    image[0][field & line] = 230
+    for _ in range(3):  # 2 px roads
+        image[:, :, rng.integers(0, width - 2) + np.arange(2)] = np.array([140, 90, 140])[:, None, None]
+        image[:, rng.integers(0, height - 2) + np.arange(2), :] = np.array([140, 90, 140])[:, None, None]
+    image = np.clip(image + rng.integers(-8, 9, image.shape), 1, 255).astype(np.uint8)
+    if nodata:
+        image[:, height // 3:height // 3 + 20, width // 4:width // 2] = 0
+    return image

@@ -3,6 +3,7 @@ scene reported without losing the others, a worker killed mid-task, an unreachab
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from helpers import field_scene, green_threshold_onnx, mosaic_scene, write_raster
+from helpers import edge_model_onnx, field_scene, green_threshold_onnx, mosaic_scene, patchwork_scene, write_raster
 from rasterio.crs import CRS
 
 from engine.api import extract, extract_many
@@ -71,6 +72,9 @@ def assert_same_outputs(a: OutputPaths, b: OutputPaths) -> None:
     np.testing.assert_allclose(ca["area_m2"], cb["area_m2"], rtol=1e-9)
     np.testing.assert_allclose(ca["perimeter_m"], cb["perimeter_m"], rtol=1e-9)
     np.testing.assert_allclose(ca["mean_prob"], cb["mean_prob"], atol=1e-6)
+    assert ("edge_conf" in ca) == ("edge_conf" in cb)
+    if "edge_conf" in ca:  # models with a boundary output: each field's outline confidence
+        np.testing.assert_allclose(ca["edge_conf"], cb["edge_conf"], atol=1e-6)
     assert all(shapely.equals(shapely.from_wkb(ga), shapely.from_wkb(gb)))
 
 
@@ -225,14 +229,95 @@ def test_row_bands_match_the_single_run(client, blur_model, tmp_path, options):
     assert (banded.cropland_pixels, banded.valid_pixels, banded.field_count) == \
         (single.cropland_pixels, single.valid_pixels, single.field_count)
     assert banded.cropland_area_m2 == pytest.approx(single.cropland_area_m2, rel=1e-12)
-    assert banded.split["method"] == "none"  # bands do not split fields yet (and say so in the log)
+    assert banded.split == single.split and banded.split["method"] == "image"  # the default split, in bands too
     top = T2M.f if options.aoi is None else 5999990.0  # the AOI's window starts at its top row
     bands = int(banded.device.rsplit(", ", 1)[1].split()[0])
     assert bands == (10 if options.aoi is None else 9)  # one tile row (48 px) each
-    seams = np.arange(1, bands) * 48 + 16 + 2 * options.opening_px
+    seams = np.arange(1, bands) * 48  # at the tops of tile rows: the split's halo does not fit below the overlap
     rows = [(-(f.geometry.bounds[3] - top) / 2, -(f.geometry.bounds[1] - top) / 2) for f in banded.fields]
     assert max(((seams > top) & (seams < bottom)).sum() for top, bottom in rows) >= 3  # a field over 3 seams
     assert not [p for p in tmp_path.rglob(".*") if p.name != "."]  # no part raster, no band folder left
+
+
+@pytest.fixture(scope="module")
+def edge_model(tmp_path_factory) -> Path:
+    """A model with extent and boundary outputs (the v2 contract): boundary = the scene's red lines."""
+    return edge_model_onnx(tmp_path_factory.mktemp("models") / "edges.onnx")
+
+
+def _split_across_seams(fields, seams: np.ndarray, top: float) -> int:
+    """How many pairs of the result's fields share an outline (the split cut them apart; without a split,
+    fields never share an edge) along a stretch that crosses a band seam (rows ``seams``, raster top ``top``)."""
+    geoms = [f.geometry for f in fields]
+    tree = shapely.STRtree(geoms)
+    left, right = tree.query(geoms, predicate="touches")
+    count = 0
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        shared = geoms[i].intersection(geoms[j]) if i < j else None
+        if shared is None or shared.length == 0:
+            continue
+        lines = [g for g in getattr(shared, "geoms", [shared]) if g.length > 0]
+        spans = [((top - g.bounds[3]) / 2, (top - g.bounds[1]) / 2) for g in lines]  # rows, 2 m pixels
+        count += any(((seams > a) & (seams < b)).any() for a, b in spans)
+    return count
+
+
+@pytest.mark.parametrize(("model", "options"), [
+    ("blur", ExtractOptions()),  # auto = image edges for an extent-only model
+    ("blur", ExtractOptions(split="image", min_area_m2=300, max_hole_m2=150)),  # filtered: the cue read back
+    ("blur", ExtractOptions(split="extent", min_area_m2=100)),
+    ("blur", ExtractOptions(split="none")),
+    ("edges", ExtractOptions()),  # auto = the boundary output
+    ("edges", ExtractOptions(split="boundary", opening_px=2, min_area_m2=200, simplify_m=3)),
+], ids=["image-auto", "image-filtered", "extent", "none", "boundary-auto", "boundary-filtered-simplified"])
+def test_split_fields_across_band_seams_match_the_single_run(client, blur_model, edge_model, tmp_path, model,
+                                                             options):
+    """Touching fields cut apart by the split, along edges that cross band seams: the same fields (ids,
+    outlines, areas, outline confidence), mask and split summary as the single run."""
+    model = {"blur": blur_model, "edges": edge_model}[model]
+    src = write_raster(tmp_path / "patch.tif", patchwork_scene(480, 256, seed=1), T2M, UTM, nodata=0)
+
+    def outputs(name: str) -> OutputPaths:  # filtered without a probability output: the split reads uint8 copies
+        out = _outputs(tmp_path / name, "p")
+        return dataclasses.replace(out, probability=None) if options.split == "image" else out
+
+    single = extract(src, model, outputs("single"), options)
+    banded = extract(src, model, outputs("bands"), options, client=client, band_rows=48, keep_fields=True)
+    assert_same_outputs(outputs("single"), outputs("bands"))
+    assert (banded.cropland_pixels, banded.field_count) == (single.cropland_pixels, single.field_count)
+    assert banded.split == single.split
+    bands = int(banded.device.rsplit(", ", 1)[1].split()[0])
+    assert bands >= 8
+    if options.split == "none":
+        assert banded.split == {"method": "none"}
+        return
+    assert banded.split["fields_added_by_split"] > 0
+    from engine.bands import context_rows, plan_bands
+    from engine.split import resolve_split
+    from engine.tiling import TileGrid
+
+    plan = plan_bands(TileGrid(480, 256, 64, 16), options.opening_px, 48,
+                      context_rows(0, resolve_split(options.split, model == edge_model)))
+    assert len(plan) == bands
+    seams = np.array([b.row0 for b in plan[1:]])
+    assert _split_across_seams(banded.fields, seams, T2M.f) >= 3
+
+
+@pytest.mark.parametrize("pixel_m", [0.5, 6.0], ids=["model-grid-coarser", "model-grid-finer"])
+def test_resampled_raster_in_bands_matches_the_single_run(client, blur_model, tmp_path, pixel_m):
+    """A raster outside the model's GSD range (2 m, accepting 1-4 m) is read on the model's grid in bands too:
+    the same mask, probability and fields as the single run, split on its own grid."""
+    height, width = (480, 256) if pixel_m < 2 else (300, 96)  # more than one strip (256 rows) read back
+    transform = Affine(pixel_m, 0, 500000, 0, -pixel_m, 6000000)
+    src = write_raster(tmp_path / "fine.tif", mosaic_scene(height, width, seed=2), transform, UTM, nodata=0)
+    options = ExtractOptions(min_area_m2=20)
+    single = extract(src, blur_model, _outputs(tmp_path / "single", "r"), options)
+    banded = extract(src, blur_model, _outputs(tmp_path / "bands", "r"), options, client=client, band_rows=40)
+    assert single.resampling["resampled"] and banded.resampling == single.resampling
+    assert_same_outputs(_outputs(tmp_path / "single", "r"), _outputs(tmp_path / "bands", "r"))
+    assert (banded.cropland_pixels, banded.field_count, banded.split) == \
+        (single.cropland_pixels, single.field_count, single.split)
+    assert int(banded.device.rsplit(", ", 1)[1].split()[0]) >= 3
 
 
 def kill_band_on_first_try(marker: str, *args, **kwargs):

@@ -272,3 +272,40 @@ def test_geos_fallback_merges_the_same(monkeypatch):
     assert len(unioned) == len(stitched) and any(len(f.polygon.interiors) for f in stitched)
     for a, b in zip(stitched, unioned, strict=True):
         assert b.polygon.is_valid and a.polygon.equals(b.polygon)
+
+
+def test_fields_whose_boxes_share_their_top_left_corner_come_in_one_order(tmp_path):
+    """An L-shaped field around a square one: both boxes start at (0, 0); the output order must not depend on
+    the order they were traced in (a run in row bands finishes fields in another order than a single run)."""
+    from engine.spool import FieldSpool
+    from engine.vectorize import order_key
+
+    square = shapely.box(0, 0, 2, 1)  # row 0, columns 0-1
+    ell = shapely.Polygon([(2, 0), (5, 0), (5, 2), (1, 2), (1, 4), (0, 4), (0, 1), (2, 1)])  # around it
+    assert order_key(square)[:2] == order_key(ell)[:2] == (0.0, 0.0)
+    orders = []
+    for fields in ([square, ell], [ell, square]):
+        spool = FieldSpool(tmp_path)
+        for k, poly in enumerate(fields):
+            spool.add(poly, poly.area, poly.length, 0.5 + k, *order_key(poly)[:2], None, order_key(poly)[2])
+        orders.append([g.wkb for g, *_ in spool.records()])
+        spool.close()
+    assert orders[0] == orders[1] == [square.wkb, ell.wkb]
+
+
+def test_simplified_coverage_does_not_depend_on_the_order_of_the_fields():
+    """GEOS simplifies a coverage differently when its polygons come in another order; the fields of a run in row
+    bands come in another order than a single run's, so simplify_fields fixes one."""
+    from rasterio.features import shapes
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:80, :90]
+    seeds = rng.integers(0, 80, (12, 2))
+    cells = np.argmin([(yy - y) ** 2 + (xx - x) ** 2 + rng.integers(0, 40, yy.shape) for y, x in seeds], axis=0)
+    polys = [shapely.geometry.shape(g) for g, _ in shapes(cells.astype(np.int32), connectivity=4)]
+    assert len(polys) >= 12  # touching fields with jagged shared edges
+    once = simplify_fields(polys, 1.5, 90, 80)
+    perm = rng.permutation(len(polys))
+    again = simplify_fields([polys[k] for k in perm], 1.5, 90, 80)
+    assert all(shapely.equals(once[k], again[i]) for i, k in enumerate(perm.tolist()))
+    assert sum(len(p.exterior.coords) for p in once) < sum(len(p.exterior.coords) for p in polys)
