@@ -537,7 +537,7 @@ def test_row05_disk_full(where, small_tmpfs, tmp_path, green_model, capsys, monk
 def test_row02_linear_rescales_of_the_shipped_sample_agree():
     """Issue 12 item 4 / issue 14 row 2: the shipped NAIP sample (a 512 px corner, to stay fast) as uint8, 12-bit
     uint16, float 0-1, int16 reflectance x 10000 and 16-bit int32 gives the same cropland ratio (within 0.01)
-    and field count through the shipped default ensemble; each run says which range it chose."""
+    and field count through model v1 (value-range normalisation); each run says which range it chose."""
     import rasterio
     from rasterio.windows import Window
 
@@ -547,7 +547,7 @@ def test_row02_linear_rescales_of_the_shipped_sample_agree():
     with rasterio.open(sample) as ds:
         raw = ds.read(window=Window(0, 0, 512, 512)).astype(np.float64)
         profile = {**ds.profile, "width": 512, "height": 512, "transform": ds.window_transform(Window(0, 0, 512, 512))}
-    model = load_model(None, ExtractOptions(device="cpu"))
+    model = load_model(REPO / "resources" / "models" / "v1" / "ensemble.json", ExtractOptions(device="cpu"))
     folder = Path(tempfile.mkdtemp(prefix="row02-"))
     results = {}
     try:
@@ -579,6 +579,47 @@ def test_row02_linear_rescales_of_the_shipped_sample_agree():
         assert abs(r.cropland_ratio - base.cropland_ratio) <= 0.01, (name, r.cropland_ratio, base.cropland_ratio)
         assert abs(r.field_count - base.field_count) <= max(1, base.field_count // 50), (name, r.field_count)
         assert r.valid_pixels == base.valid_pixels
+
+
+def test_row02_linear_rescales_give_the_same_fields_through_the_default_model():
+    """Issue 12 item 4 with the shipped default (v2: percentile stretch, boundary split) and default options: the
+    sample's uint8, 12-bit, float 0-1 and int16 x 10000 copies give the same ratio (within 0.01) and the same
+    fields (count within 2 %, total field area within 1 %)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from engine.api import ExtractOptions, extract, load_model
+
+    sample = REPO / "resources" / "samples" / "naip_nd_2012.tif"
+    with rasterio.open(sample) as ds:
+        raw = ds.read(window=Window(0, 0, 512, 512)).astype(np.float64)
+        profile = {**ds.profile, "width": 512, "height": 512, "transform": ds.window_transform(Window(0, 0, 512, 512))}
+    model = load_model(None, ExtractOptions(device="cpu"))
+    assert model.channels == ["extent", "boundary"]
+    folder = Path(tempfile.mkdtemp(prefix="row02v2-"))
+    results = {}
+    try:
+        for name, dtype, scale in [("uint8", "uint8", 1), ("uint16_12bit", "uint16", 4095 / 255),
+                                   ("float_0_1", "float32", 1 / 255), ("int16_x10000", "int16", 10000 / 255)]:
+            data = raw * scale
+            data = data if dtype.startswith("float") else np.rint(data)
+            path = folder / f"{name}.tif"
+            with rasterio.open(path, "w", **{**profile, "dtype": dtype, "predictor": 1}) as ds:
+                ds.write(data.astype(dtype))
+            results[name] = extract(path, model, options=ExtractOptions(device="cpu"), keep_fields=True)
+            assert "percentile" in results[name].normalization
+            assert results[name].split["method"] == "boundary"
+    finally:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+    base = results["uint8"]
+    assert 0.3 < base.cropland_ratio < 0.95 and base.field_count > 5
+    base_area = sum(f.area_m2 for f in base.fields)
+    for name, r in results.items():
+        assert abs(r.cropland_ratio - base.cropland_ratio) <= 0.01, (name, r.cropland_ratio, base.cropland_ratio)
+        assert abs(r.field_count - base.field_count) <= max(1, base.field_count // 50), (name, r.field_count)
+        assert abs(sum(f.area_m2 for f in r.fields) - base_area) <= 0.01 * base_area, name
 
 
 def test_v1_model_metadata_defaults_to_input_scale():
