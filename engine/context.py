@@ -66,9 +66,13 @@ class Tiling:
 
 
 def default_batch_size(tile: int, on_gpu: bool) -> int:
-    """Tiles per inference call: about 4 x 512² on CPU and 32 x 512² on GPU."""
+    """Tiles per inference call: about 1 x 512² on CPU and 32 x 512² on GPU.
+
+    On a CPU a batch buys no speed (ONNX Runtime already spreads one 512 px tile over the cores) but holds its
+    activations: model v2 at 16 Mpx peaks at 806 MiB with 4 tiles a call and 509 MiB with one, in the same time
+    (docs/BENCHMARKS.md §12)."""
     per = (512 / tile) ** 2
-    return max(1, round((32 if on_gpu else 4) * per))
+    return max(1, round((32 if on_gpu else 1) * per))
 
 
 def choose_tiling(ensemble, options: ExtractOptions, log: Callable[[str], None] = _noop, height: int | None = None,
