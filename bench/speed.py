@@ -75,6 +75,14 @@ def tiling_of(model: Path) -> tuple[int, int]:
     return ens.tile_size, ens.overlap
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads (import and model load included)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def child(args) -> int:
     """One run in this (fresh) process; writes its measurements to --out-json."""
     t0 = time.perf_counter()
@@ -108,6 +116,7 @@ def child(args) -> int:
         "members": len(ens.members), "device": result.device, "fields": result.field_count,
         "cropland_ratio": result.cropland_ratio, "vector_bytes": vector.stat().st_size,
         "peak_rss_mib": peak_rss_mib(), "split": result.split, "resampling": result.resampling,
+        "cpu_s": cpu_seconds(),
     }
     if not args.keep_output:
         vector.unlink()
