@@ -123,7 +123,7 @@ def child(args) -> int:
         "members": len(ens.members), "device": result.device, "fields": result.field_count,
         "cropland_ratio": result.cropland_ratio, "vector_bytes": vector.stat().st_size,
         "peak_rss_mib": peak_rss_mib(), "split": result.split, "resampling": result.resampling,
-        "cpu_s": cpu_seconds(),
+        "cpu_s": cpu_seconds(), "stage_cpu_seconds": result.stage_cpu_seconds,
     }
     if not args.keep_output:
         vector.unlink()
@@ -149,8 +149,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def split_cost(rows: list[dict]) -> list[dict]:
-    """Per model and size, each run against the first ``--split`` run: seconds end to end and of CPU, per stage,
-    peak RSS, fields, and the relative cost."""
+    """Per model and size, each run against the first ``--split`` run: seconds end to end and of CPU, per stage
+    (wall and the process's CPU during it), peak RSS, fields, and the relative cost."""
     out = []
     for key in dict.fromkeys((r["model"], r["size"]) for r in rows):
         runs = [r for r in rows if (r["model"], r["size"]) == key and r.get("ok")]
@@ -162,6 +162,7 @@ def split_cost(rows: list[dict]) -> list[dict]:
                 "model": key[0], "size": key[1], "split": r["split_arg"], "method": r["split"].get("method"),
                 "e2e_s": r["e2e_s"], "cpu_s": r.get("cpu_s"), "peak_rss_mib": r["peak_rss_mib"],
                 "fields": r["fields"], "stage_seconds": r["stage_seconds"],
+                "stage_cpu_seconds": r.get("stage_cpu_seconds", {}),
                 "e2e_vs_first": r["e2e_s"] / base["e2e_s"] - 1,
                 "cpu_vs_first": (r["cpu_s"] / base["cpu_s"] - 1) if r.get("cpu_s") and base.get("cpu_s") else None,
                 "rss_vs_first_mib": r["peak_rss_mib"] - base["peak_rss_mib"],
@@ -172,7 +173,7 @@ def split_cost(rows: list[dict]) -> list[dict]:
 def split_cost_table(cost: list[dict]) -> str:
     """Markdown table of :func:`split_cost`."""
     stages = [s for s in STAGES if any(c["stage_seconds"].get(s) for c in cost)]
-    head = ["model", "Mpx", "--split", "method", "end to end s", "CPU s", *[f"{s} s" for s in stages],
+    head = ["model", "Mpx", "--split", "method", "end to end s", "CPU s", *[f"{s} s (CPU s)" for s in stages],
             "peak RSS MiB", "fields", "end to end vs first", "CPU vs first", "RSS vs first MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cost:
@@ -180,7 +181,8 @@ def split_cost_table(cost: list[dict]) -> str:
         cpu_rel = "–" if c["cpu_vs_first"] is None else f"{c['cpu_vs_first']:+.1%}"
         lines.append("| " + " | ".join([
             c["model"], f"{c['size']:g}", c["split"], str(c["method"]), f"{c['e2e_s']:.1f}", cpu,
-            *[f"{c['stage_seconds'].get(s, 0.0):.1f}" for s in stages], f"{c['peak_rss_mib']:,.0f}",
+            *[f"{c['stage_seconds'].get(s, 0.0):.1f} ({c['stage_cpu_seconds'].get(s, 0.0):.1f})" for s in stages],
+            f"{c['peak_rss_mib']:,.0f}",
             str(c["fields"]), f"{c['e2e_vs_first']:+.1%}", cpu_rel, f"{c['rss_vs_first_mib']:+,.0f}"]) + " |")
     return "\n".join(lines)
 
