@@ -250,6 +250,18 @@ def _polygon(points: np.ndarray, sizes: np.ndarray):
     return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
 
 
+def _polygons(rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Many :func:`_polygon` calls in one: per polygon (points, sizes) of its rings, shell first -> an object
+    array of shapely Polygons (one GEOS call for all, not two per polygon)."""
+    import shapely
+
+    points = np.concatenate([p for p, _ in rings]).astype(np.float64)
+    sizes = np.concatenate([s for _, s in rings])
+    per_polygon = np.array([len(s) for _, s in rings])
+    made = shapely.linearrings(points, indices=_ring_index(sizes)[0])
+    return shapely.polygons(made, indices=np.repeat(np.arange(len(rings)), per_polygon))
+
+
 def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[float, ...]):
     """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that meet
     only along the horizontal ``seam_ys`` rows (one field cut into strips) -> one shapely Polygon."""
@@ -404,20 +416,21 @@ class StripVectorizer:
             if root not in open_roots:
                 groups.setdefault(root, []).append(gid)
         seams = tuple(self._seams)
-        out = []
+        out, single = [], []
         for members in groups.values():
             frags = [self._fragments.pop(g) for g in members]
             for g in members:
                 self._uf.parent.pop(g, None)
             if len(frags) == 1:
-                poly = _polygon(frags[0].points, frags[0].sizes)
+                poly = None  # made below, with every other field of one fragment, in one call
+                single.append((len(out), frags[0]))
             elif self._split and len({(f.strip, f.label) for f in frags}) > len({f.strip for f in frags}):
                 # split fields only (without a split, fragments of one strip touch others only along seams, as a
                 # U whose arms join below does; so do pieces of one label): two labels of one strip, joined by
                 # links elsewhere, may touch along any edge (they were cut apart, and grown back into one field
-                # elsewhere), not only along seams. GEOS's overlay union (exact on pixel corners) merges them strip
-                # by strip, and the seam stitcher the strips. The strip's labels join what the rows around it
-                # join (engine.split.field_labels), so this is rare.
+                # elsewhere), not only along seams. GEOS's coverage union (on unit edges) merges them strip by
+                # strip, and the seam stitcher the strips. The strip's labels join what the rows around it join
+                # (engine.split.field_labels), so this is rare.
                 self.geos_unions += 1
                 poly = merge_fragments(_union_within_strips(frags), seams)
             else:
@@ -425,7 +438,14 @@ class StripVectorizer:
             edge = None if frags[0].edge_sum is None else sum(f.edge_sum for f in frags)
             out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags), edge,
                              sum(f.edge_pixels for f in frags)))
-        out.sort(key=lambda f: (f.polygon.bounds[1], f.polygon.bounds[0]))
+        if single:
+            for (i, _), poly in zip(single, _polygons([(f.points, f.sizes) for _, f in single]), strict=True):
+                out[i].polygon = poly
+        if out:
+            import shapely
+
+            bounds = shapely.bounds(np.array([f.polygon for f in out], dtype=object))
+            out = [out[i] for i in np.lexsort((bounds[:, 0], bounds[:, 1]))]
         return out
 
     def fields(self) -> list[Field]:
