@@ -280,18 +280,6 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
     return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
 
 
-def union_fragments(fragments: list[tuple[np.ndarray, np.ndarray]]):
-    """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that touch
-    along any edges -> one shapely Polygon (the largest part, should they not be connected)."""
-    import shapely
-
-    merged = shapely.union_all([_polygon(points, sizes) for points, sizes in fragments])
-    if merged.geom_type == "MultiPolygon":
-        merged = max(merged.geoms, key=lambda g: g.area)
-    rings = [np.asarray(r.coords) for r in (merged.exterior, *merged.interiors)]
-    return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
-
-
 @dataclass
 class _Fragment:
     points: np.ndarray  # closed integer rings (n, 2) int32, shell first, concatenated
