@@ -95,8 +95,9 @@ class Band:
 
 def context_rows(opening_px: int, split: SplitParams | None) -> int:
     """Rows of context a band needs on each side of its rows for an exact result: the opening's ``2 x opening_px``
-    and, when fields are split, the split's halo (:attr:`engine.split.SplitParams.halo`) on the opened mask."""
-    return 2 * opening_px + (split.halo if split is not None else 0)
+    and, when fields are split, the rows the splitter reads around a strip on the opened mask: its halo and the
+    rows its field labels look at (:attr:`engine.split.SplitParams.halo`, ``label_context``)."""
+    return 2 * opening_px + (split.halo + split.label_context if split is not None else 0)
 
 
 def _tile_rows(origins: list[int], tile: int, a: int, b: int) -> tuple[int, int]:

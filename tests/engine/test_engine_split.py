@@ -278,3 +278,41 @@ def test_v1_model_splits_along_a_visible_edge_and_none_keeps_todays_fields(tmp_p
     assert shared.length == pytest.approx(2 * 120)
     assert abs(shared.bounds[0] - (500000 + 2 * 70)) <= 2 * 2  # on the line where the crops meet
     assert auto.split["method"] == "image" and auto.split["fields_added_by_split"] == 1
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_field_labels_are_the_components_of_the_links(seed):
+    """split.field_labels (seeds and unreached cropland labelled, handed down the parent chains) partitions the
+    cropland exactly as the connected components of split_links' links do."""
+    from engine.split import _grow, field_labels
+    from engine.vectorize import _link_components
+
+    mask, probs = _layout(seed, h=120, w=140, cells=24)
+    for method in ("boundary", "image", "extent"):
+        params = SplitParams(method=method, grow_px=6)
+        cue = None if method == "extent" else probs[..., 1]
+        right, down, _, _ = split_links(mask, probs[..., 0], cue, params)
+        n, want = _link_components(mask, right, down)
+        m, _, dist, parent = _grow(mask, probs[..., 0], cue, params)
+        got = field_labels(m, dist, parent)
+        assert ((got > 0) == (mask > 0)).all()
+        pairs = set(zip(got[mask > 0].tolist(), want[mask > 0].tolist(), strict=True))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == n - 1  # one to one
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fields_whose_pieces_touch_inside_a_strip_are_merged_exactly(seed, monkeypatch):
+    """With the least label context (label_rows=0: only the parents' chains), pieces of one field in one strip
+    that are joined only rows away touch along edges inside the strip; the vectoriser merges them (coverage union
+    per strip, then the seam stitcher) into the polygons of the whole raster."""
+    import engine.vectorize as vectorize
+
+    merged = []
+    real = vectorize._union_within_strips
+    monkeypatch.setattr(vectorize, "_union_within_strips", lambda frags: merged.append(len(frags)) or real(frags))
+    mask, probs = _layout(seed, h=160, w=160, cells=30)
+    params = SplitParams(method="boundary", grow_px=4, label_rows=0)
+    whole = _fields(mask, probs, params, strip_rows=mask.shape[0], band_rows=mask.shape[0])
+    for strip_rows, band_rows in ((1, 3), (5, 17), (16, 40)):
+        assert _key(_fields(mask, probs, params, strip_rows, band_rows, seed=strip_rows)) == _key(whole)
+    assert merged  # the path ran
