@@ -283,17 +283,19 @@ def field_labels(m: np.ndarray, dist: np.ndarray, parent: np.ndarray) -> np.ndar
 
     A field is a component of seeds (adjacent seeds are linked) or of unreached cropland (likewise; it never
     touches a seed: it would be 1 step from it), plus every grown pixel whose chain of parents ends there, so the
-    components are labelled on the pixel grid (OpenCV) and handed down the chains in order of distance; a
-    pixel whose chain leaves the rows keeps 0.
+    components are labelled on the pixel grid (OpenCV) and handed down the chains in order of distance. A grown
+    pixel whose parent lies outside the rows starts a label of its own (handed down its chain), so that the
+    labels are the components of the links *within* the rows given: pieces joined only outside them get several
+    labels (:class:`FieldSplitter` with ``label_seams``).
 
     Returns:
-        int32 (h, w): equal labels > 0 = one field (for rows whose chains stay in the rows given), 0 off the mask.
+        int32 (h, w): equal labels > 0 = one field (linked within the rows given), 0 off the mask.
     """
     import cv2
 
     w = m.shape[1]
     roots = (dist == 0) | (m & (dist == _FAR))
-    _, labels = cv2.connectedComponents(roots.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    n, labels = cv2.connectedComponents(roots.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     del roots
     flat = labels.reshape(-1)
     idx = np.flatnonzero(m & (dist > 0) & (dist < _FAR))
@@ -303,15 +305,15 @@ def field_labels(m: np.ndarray, dist: np.ndarray, parent: np.ndarray) -> np.ndar
         idx, d = idx[order], d[order]
         step = np.array([0, -w, -1, 1, w], np.int64)[parent.reshape(-1)[idx]]
         src = idx + step
-        np.clip(src, 0, flat.size - 1, out=src)
-        outside = (src != idx + step)
+        outside = (src < 0) | (src >= flat.size)  # parent above the first row or below the last
+        if outside.any():
+            flat[idx[outside]] = n + np.arange(np.count_nonzero(outside), dtype=np.int32)
+            src[outside] = idx[outside]  # keeps its own label below
         bounds = np.searchsorted(d, np.arange(1, int(d[-1]) + 2))
         for k in range(len(bounds) - 1):
             lo, hi = bounds[k], bounds[k + 1]
             if lo < hi:
-                got = flat[src[lo:hi]]
-                got[outside[lo:hi]] = 0
-                flat[idx[lo:hi]] = got
+                flat[idx[lo:hi]] = flat[src[lo:hi]]
     return labels
 
 
@@ -342,9 +344,14 @@ class FieldSplitter(HaloRows):
     ``prob`` arrives as float32 (n, w) extent probability, or (n, w, 2): the extent and the cut's cue (the
     boundary probability, or :func:`image_edges`); the sink gets the extent (n, w). Holds ``params.halo +
     params.label_context`` rows on each side.
+
+    ``label_seams``: rows (numbered as the rows pushed) at which strips end and across which the strips' labels
+    never look: a band of a Dask run (:mod:`engine.bands`) labels its own rows by the links within them only, as
+    it traces only those (a field's pieces joined in the next band are joined by the client, across the seam).
     """
 
-    def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None):
+    def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None,
+                 label_seams: tuple[int, ...] = ()):
         from contextlib import nullcontext
 
         super().__init__(params.halo + params.label_context, strip_rows)
@@ -352,6 +359,7 @@ class FieldSplitter(HaloRows):
         self.params = params
         self.sink = sink
         self.cut_pixels = 0
+        self.label_seams = tuple(sorted(label_seams))
         self._counter = RegionCounter()
 
     @property
@@ -361,6 +369,11 @@ class FieldSplitter(HaloRows):
 
     def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
         self.push(row0, mask, valid, np.zeros(mask.shape, np.float32) if prob is None else prob)
+
+    def _hand_on(self, n: int) -> None:
+        """Strips end at the label seams."""
+        nxt = next((r for r in self.label_seams if r > self._done), None)
+        super()._hand_on(n if nxt is None else min(n, nxt - self._done))
 
     def _strip(self, row0: int, n: int, a: int, b: int) -> None:
         mask = self._rows(a, b, 1)
@@ -379,6 +392,11 @@ class FieldSplitter(HaloRows):
             right, down, edge = (x[i - lo:i - lo + n] for x in _links(m[lo:hi], dist[lo:hi], parent[lo:hi]))
             e = self.params.label_context
             lo, hi = max(i - e, 0), min(i + n + e, h)
+            for seam in self.label_seams:  # (strips never cross one)
+                if seam <= row0:
+                    lo = max(lo, seam - a)
+                elif seam >= row0 + n:
+                    hi = min(hi, seam - a)
             labels = field_labels(m[lo:hi], dist[lo:hi], parent[lo:hi])[i - lo:i - lo + n]
             del m, dist, parent
             self._counter.add(mask[i:i + n])
@@ -436,8 +454,9 @@ class ExtentOnly:
         """Nothing is held."""
 
 
-def field_stage(params: SplitParams | None, sink: Callable, strip_rows: int = 256, timer=None):
+def field_stage(params: SplitParams | None, sink: Callable, strip_rows: int = 256, timer=None,
+                label_seams: tuple[int, ...] = ()):
     """The stage between the opened mask and the field builder ``sink``: a :class:`FieldSplitter` for ``params``
-    (its time under ``timer("split")`` when given), or :class:`ExtentOnly` when there is no split. Call
-    ``.close()`` on it after the mask stream's."""
-    return ExtentOnly(sink) if params is None else FieldSplitter(params, sink, strip_rows, timer)
+    (its time under ``timer("split")`` when given; ``label_seams``: see there), or :class:`ExtentOnly` when there
+    is no split. Call ``.close()`` on it after the mask stream's."""
+    return ExtentOnly(sink) if params is None else FieldSplitter(params, sink, strip_rows, timer, label_seams)
