@@ -11,6 +11,13 @@ Examples::
     .venv/bin/python -m bench.speed                                  # 1..256 Mpx, ensemble + first member, CPU
     .venv/bin/python -m bench.speed --sizes 1 16 --no-idle-check     # smoke run
     .venv/bin/python -m bench.speed --device cuda --out runs/bench/speed_cuda.json   # on the GPU machine
+
+The split's cost (issue 12: splitting and resampling add at most 15 % end to end, peak RSS <= 1.5 GB at 256 Mpx):
+``--split none auto`` runs each size with both, one after the other, and prints a table of end-to-end and CPU
+seconds, seconds per stage, peak RSS and fields of each, with the difference to the first::
+
+    .venv/bin/python -m bench.speed --sizes 256 --models ensemble --model MODEL --split none auto --wait-idle 600 \
+        --out runs/bench/split_cost_256.json
 """
 
 from __future__ import annotations
@@ -75,6 +82,14 @@ def tiling_of(model: Path) -> tuple[int, int]:
     return ens.tile_size, ens.overlap
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads (import and model load included)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def child(args) -> int:
     """One run in this (fresh) process; writes its measurements to --out-json."""
     t0 = time.perf_counter()
@@ -108,6 +123,7 @@ def child(args) -> int:
         "members": len(ens.members), "device": result.device, "fields": result.field_count,
         "cropland_ratio": result.cropland_ratio, "vector_bytes": vector.stat().st_size,
         "peak_rss_mib": peak_rss_mib(), "split": result.split, "resampling": result.resampling,
+        "cpu_s": cpu_seconds(), "stage_cpu_seconds": result.stage_cpu_seconds,
     }
     if not args.keep_output:
         vector.unlink()
@@ -116,10 +132,12 @@ def child(args) -> int:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Per model: fitted seconds-per-Mpx line, asymptotic Mpx/s and the RSS range."""
+    """Per model (and --split, when several): fitted seconds-per-Mpx line, asymptotic Mpx/s and the RSS range."""
     out = {}
-    for name in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == name and r.get("ok")]
+    several = len({r.get("split_arg") for r in rows}) > 1
+    for model, split in dict.fromkeys((r["model"], r.get("split_arg")) for r in rows):
+        name = f"{model} --split {split}" if several else model
+        mine = [r for r in rows if r["model"] == model and r.get("split_arg") == split and r.get("ok")]
         fit = linear_fit([r["mpx"] for r in mine], [r["e2e_s"] for r in mine])
         out[name] = {
             "fit_seconds_per_mpx": fit.get("slope"), "fit_intercept_s": fit.get("intercept"), "fit_r2": fit.get("r2"),
@@ -128,6 +146,45 @@ def summarise(rows: list[dict]) -> dict:
             "peak_rss_mib": {r["size"]: r["peak_rss_mib"] for r in mine},
         }
     return out
+
+
+def split_cost(rows: list[dict]) -> list[dict]:
+    """Per model and size, each run against the first ``--split`` run: seconds end to end and of CPU, per stage
+    (wall and the process's CPU during it), peak RSS, fields, and the relative cost."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["size"]) for r in rows):
+        runs = [r for r in rows if (r["model"], r["size"]) == key and r.get("ok")]
+        if not runs:
+            continue
+        base = runs[0]
+        for r in runs:
+            out.append({
+                "model": key[0], "size": key[1], "split": r["split_arg"], "method": r["split"].get("method"),
+                "e2e_s": r["e2e_s"], "cpu_s": r.get("cpu_s"), "peak_rss_mib": r["peak_rss_mib"],
+                "fields": r["fields"], "stage_seconds": r["stage_seconds"],
+                "stage_cpu_seconds": r.get("stage_cpu_seconds", {}),
+                "e2e_vs_first": r["e2e_s"] / base["e2e_s"] - 1,
+                "cpu_vs_first": (r["cpu_s"] / base["cpu_s"] - 1) if r.get("cpu_s") and base.get("cpu_s") else None,
+                "rss_vs_first_mib": r["peak_rss_mib"] - base["peak_rss_mib"],
+            })
+    return out
+
+
+def split_cost_table(cost: list[dict]) -> str:
+    """Markdown table of :func:`split_cost`."""
+    stages = [s for s in STAGES if any(c["stage_seconds"].get(s) for c in cost)]
+    head = ["model", "Mpx", "--split", "method", "end to end s", "CPU s", *[f"{s} s (CPU s)" for s in stages],
+            "peak RSS MiB", "fields", "end to end vs first", "CPU vs first", "RSS vs first MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in cost:
+        cpu = "–" if c["cpu_s"] is None else f"{c['cpu_s']:.1f}"
+        cpu_rel = "–" if c["cpu_vs_first"] is None else f"{c['cpu_vs_first']:+.1%}"
+        lines.append("| " + " | ".join([
+            c["model"], f"{c['size']:g}", c["split"], str(c["method"]), f"{c['e2e_s']:.1f}", cpu,
+            *[f"{c['stage_seconds'].get(s, 0.0):.1f} ({c['stage_cpu_seconds'].get(s, 0.0):.1f})" for s in stages],
+            f"{c['peak_rss_mib']:,.0f}",
+            str(c["fields"]), f"{c['e2e_vs_first']:+.1%}", cpu_rel, f"{c['rss_vs_first_mib']:+,.0f}"]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile-size", type=int, default=None, help="tile px (default: the model's)")
     p.add_argument("--overlap", type=int, default=None, help="overlap px (default: the model's)")
     p.add_argument("--out", type=Path, default=RUNS / "speed.json", help="result JSON")
-    p.add_argument("--split", default="auto", choices=("auto", "boundary", "image", "extent", "none"),
-                   help="engine --split (compare 'none' with 'auto' for the split's cost)")
+    p.add_argument("--split", default=["auto"], nargs="+", choices=("auto", "boundary", "image", "extent", "none"),
+                   help="engine --split; several (e.g. 'none auto') run each size with each and print their "
+                        "difference (the split's cost)")
     p.add_argument("--resample", default="auto", choices=("auto", "off"), help="engine --resample")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     p.add_argument("--keep-output", action="store_true", help="keep the GeoPackages under runs/bench/out")
@@ -159,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out-json", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
+        args.split = args.split[0]
         return child(args)
 
     if not args.model.exists():
@@ -190,42 +249,48 @@ def main(argv: list[str] | None = None) -> int:
         tile = args.tile_size or tile
         overlap = args.overlap if args.overlap is not None else overlap
         for size, path in inputs.items():
-            tag = f"{name}_{mosaic_side(size)}"
-            child_json = RUNS / "tmp" / f"speed_{tag}.json"
-            child_json.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "bench.speed", "--child", "--input", str(path), "--model", str(model),
-                   "--vector", str(RUNS / "out" / f"speed_{tag}.gpkg"), "--out-json", str(child_json),
-                   "--device", args.device, "--backend", args.backend, "--ort-arena", args.ort_arena,
-                   "--ort-spinning", args.ort_spinning, "--split", args.split, "--resample", args.resample]
-            for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size),
-                                ("--tile-size", tile), ("--overlap", overlap)):
-                if value is not None:
-                    cmd += [flag, str(value)]
-            if args.keep_output:
-                cmd.append("--keep-output")
-            before = idle_state(args.max_load)
-            others = busy_processes()
-            print(f"{tag}: running ({before['loadavg']} load)", flush=True)
-            run = run_child(cmd, RUNS / "logs" / f"speed_{tag}.log", args.timeout)
-            row = {"model": name, "size": size, "ok": run["returncode"] == 0, "process_wall_s": run["wall_s"],
-                   "loadavg_before": before["loadavg"], "others_busy": others}
-            if row["ok"]:
-                m = json.loads(child_json.read_text())
-                row.update(m)
-                row["mpx"] = m["pixels"] / 1e6
-                row["mpx_per_s"] = row["mpx"] / m["e2e_s"]
-                staged = sum(m["stage_seconds"].values())
-                row["stage_share"] = {k: m["stage_seconds"].get(k, 0.0) / m["e2e_s"] for k in STAGES}
-                row["stage_share"]["other (model load, setup)"] = max(m["e2e_s"] - staged, 0.0) / m["e2e_s"]
-                print(f"{tag}: {m['e2e_s']:.1f} s, {row['mpx_per_s']:.3f} Mpx/s, peak RSS "
-                      f"{m['peak_rss_mib']:.0f} MiB, {m['fields']} fields", flush=True)
-            else:
-                print(f"{tag}: FAILED (exit {run['returncode']}); see {RUNS / 'logs' / f'speed_{tag}.log'}",
-                      flush=True)
-            result["rows"].append(row)
-            result["summary"] = summarise(result["rows"])
-            write_json(args.out, result)
+            for split in args.split:
+                tag = f"{name}_{mosaic_side(size)}" + (f"_split_{split}" if len(args.split) > 1 else "")
+                child_json = RUNS / "tmp" / f"speed_{tag}.json"
+                child_json.unlink(missing_ok=True)
+                cmd = [sys.executable, "-m", "bench.speed", "--child", "--input", str(path), "--model", str(model),
+                       "--vector", str(RUNS / "out" / f"speed_{tag}.gpkg"), "--out-json", str(child_json),
+                       "--device", args.device, "--backend", args.backend, "--ort-arena", args.ort_arena,
+                       "--ort-spinning", args.ort_spinning, "--split", split, "--resample", args.resample]
+                for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size),
+                                    ("--tile-size", tile), ("--overlap", overlap)):
+                    if value is not None:
+                        cmd += [flag, str(value)]
+                if args.keep_output:
+                    cmd.append("--keep-output")
+                before = idle_state(args.max_load)
+                others = busy_processes()
+                print(f"{tag}: running ({before['loadavg']} load)", flush=True)
+                run = run_child(cmd, RUNS / "logs" / f"speed_{tag}.log", args.timeout)
+                row = {"model": name, "size": size, "split_arg": split, "ok": run["returncode"] == 0,
+                       "process_wall_s": run["wall_s"],
+                       "loadavg_before": before["loadavg"], "others_busy": others}
+                if row["ok"]:
+                    m = json.loads(child_json.read_text())
+                    row.update(m)
+                    row["mpx"] = m["pixels"] / 1e6
+                    row["mpx_per_s"] = row["mpx"] / m["e2e_s"]
+                    staged = sum(m["stage_seconds"].values())
+                    row["stage_share"] = {k: m["stage_seconds"].get(k, 0.0) / m["e2e_s"] for k in STAGES}
+                    row["stage_share"]["other (model load, setup)"] = max(m["e2e_s"] - staged, 0.0) / m["e2e_s"]
+                    print(f"{tag}: {m['e2e_s']:.1f} s, {row['mpx_per_s']:.3f} Mpx/s, peak RSS "
+                          f"{m['peak_rss_mib']:.0f} MiB, {m['fields']} fields", flush=True)
+                else:
+                    print(f"{tag}: FAILED (exit {run['returncode']}); see {RUNS / 'logs' / f'speed_{tag}.log'}",
+                          flush=True)
+                result["rows"].append(row)
+                result["summary"] = summarise(result["rows"])
+                write_json(args.out, result)
     print(json.dumps(result["summary"], indent=2))
+    if len(args.split) > 1:
+        result["split_cost"] = split_cost(result["rows"])
+        write_json(args.out, result)
+        print(split_cost_table(result["split_cost"]))
     print(f"wrote {args.out}")
     return 0
 

@@ -95,7 +95,9 @@ class Band:
 
 def context_rows(opening_px: int, split: SplitParams | None) -> int:
     """Rows of context a band needs on each side of its rows for an exact result: the opening's ``2 x opening_px``
-    and, when fields are split, the split's halo (:attr:`engine.split.SplitParams.halo`) on the opened mask."""
+    and, when fields are split, the split's halo (:attr:`engine.split.SplitParams.halo`) on the opened mask. (Not
+    the rows the split's field labels look at, ``label_context``: a band's labels stop at its own rows, see
+    :class:`engine.split.FieldSplitter`'s ``label_seams``.)"""
     return 2 * opening_px + (split.halo if split is not None else 0)
 
 
@@ -295,7 +297,10 @@ class BandSink:
         # opened rows the split needs (exact: they lie 2 x opening_px inside need0 .. need1 or on the raster's edge)
         self.split_rows = (max(band.row0 - halo, 0), min(band.row1 + halo, ctx.source.height))
         self.regions = _Regions() if settings.split is not None else None
-        self.split = field_stage(settings.split, self._own_rows, timer=ctx.timer)
+        # the split labels the band's own rows by their links alone (the rows around them are not traced here)
+        x0 = self.split_rows[0]
+        self.split = field_stage(settings.split, self._own_rows, timer=ctx.timer,
+                                 label_seams=(band.row0 - x0, band.row1 - x0))
         self.stream = MaskStream(ctx.options.opening_px, self._opened)
 
     def __call__(self, rows: Rows) -> None:

@@ -126,6 +126,7 @@ def _result(ctx: RunContext, outputs: OutputPaths, start: float) -> ExtractionRe
         cropland_ratio=stats.cropland_ratio, field_count=ctx.field_count, valid_pixels=stats.valid_pixels,
         cropland_pixels=stats.cropland_pixels, fields=ctx.records,
         models=ens.model_names, device=ens.device, stage_seconds=dict(ctx.timer.seconds),
+        stage_cpu_seconds=dict(ctx.timer.cpu_seconds),
         normalization=ctx.values_note,
         outputs={kind: str(path) for kind, path in outputs.items()}, split=dict(ctx.split_info),
         resampling=dict(ctx.resample_info),

@@ -130,8 +130,10 @@ class WarpedSource(FileSource):
         from rasterio.vrt import WarpedVRT
 
         self.name = source.name
+        # warped and delivered as float32 whatever the raster's type: a uint8 raster warped as uint8 would be
+        # rounded to whole values after interpolation, and its 12-bit or float copies would not
         self._ds = WarpedVRT(source._ds, crs=source.crs, transform=plan.transform, width=plan.width,
-                             height=plan.height, resampling=Resampling[plan.method])
+                             height=plan.height, resampling=Resampling[plan.method], dtype="float32")
         self.width, self.height, self.count = plan.width, plan.height, source.count
         self.transform, self.crs = plan.transform, source.crs
         self.bands, self.dtype, self.nodata = list(source.bands), source.dtype, source.nodata

@@ -47,7 +47,8 @@ class ExtractionResult:
         field_count: number of field polygons.
         fields: the fields themselves (may be empty when not kept in memory).
         models: names of the models that ran; device: what they ran on, e.g. ``"cpu (onnxruntime)"``.
-        seconds: wall time of the run; stage_seconds: wall time per stage.
+        seconds: wall time of the run; stage_seconds: wall time per stage; stage_cpu_seconds: the process's CPU
+            time (user + system, all threads) per stage.
         outputs: kind -> path of files written.
         normalization: how raw values were mapped onto the model's range (decided once for the raster).
         split: how fields were split: ``{"method": "boundary" | "extent" | "none", "cut_pixels", "regions"
@@ -72,6 +73,7 @@ class ExtractionResult:
     device: str = ""
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     normalization: str = ""
     split: dict[str, Any] = field(default_factory=dict)

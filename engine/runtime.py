@@ -17,24 +17,35 @@ GDAL_CACHE_MIN, GDAL_CACHE_MAX = 32 * 2**20, 256 * 2**20
 
 
 class StageTimer:
-    """Wall time per stage; nested stages are exclusive (an inner stage's time is not counted in the outer)."""
+    """Wall time per stage (``seconds``) and the process's CPU time (user + system, all threads) during it
+    (``cpu_seconds``: on a shared machine the stage's own cost, where wall time also counts waiting for a core);
+    nested stages are exclusive (an inner stage's time is not counted in the outer)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self._stack: list[list] = []
 
     @contextmanager
     def __call__(self, name: str):
-        start = time.perf_counter()
-        self._stack.append([name, 0.0])
+        start, cpu = time.perf_counter(), _process_cpu()
+        self._stack.append([name, 0.0, 0.0])
         try:
             yield
         finally:
-            _, inner = self._stack.pop()
-            spent = time.perf_counter() - start
+            _, inner, inner_cpu = self._stack.pop()
+            spent, spent_cpu = time.perf_counter() - start, _process_cpu() - cpu
             self.seconds[name] = self.seconds.get(name, 0.0) + spent - inner
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + spent_cpu - inner_cpu
             if self._stack:
                 self._stack[-1][1] += spent
+                self._stack[-1][2] += spent_cpu
+
+
+def _process_cpu() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def iter_strips(height: int, rows: int = STRIP_ROWS) -> Iterator[tuple[int, int]]:

@@ -47,7 +47,7 @@ import numpy as np
 from .mask_stream import HaloRows
 
 SPLITS = ("auto", "boundary", "image", "extent", "none")
-_FAR = np.int16(32000)
+_FAR = np.uint8(255)  # distance of cropland no seed reaches within grow_px (<= 254) steps, and of non-cropland
 # Parent direction codes of a grown pixel: which neighbour is one step nearer a seed.
 UP, LEFT, RIGHT, DOWN = 1, 2, 3, 4
 
@@ -65,6 +65,8 @@ class SplitParams:
         edge_gradient: gradient magnitude (model value range 0..1 per px) above which the image has an edge.
         seed_opening_px: radius of the opening of the seeds (0 = none).
         grow_px: how far (4-connected steps) a cut pixel may be from a seed to join it.
+        label_rows: rows beyond a strip on each side (at least ``grow_px + 1``) whose links label the strip's
+            fields (:func:`field_labels`): pieces of a field joined there come to the vectoriser as one.
     """
 
     method: str = "image"
@@ -75,6 +77,7 @@ class SplitParams:
     edge_gradient: float = 0.035
     seed_opening_px: int = 3
     grow_px: int = 12
+    label_rows: int = 16
 
     @property
     def uses_image(self) -> bool:
@@ -93,6 +96,11 @@ class SplitParams:
         away, its distance ``grow_px`` more, its parent one more, and the links down (and the outline flags) of
         the strip's last (first) row need the parent of the row below (above) it."""
         return self.context + self.grow_px + 2
+
+    @property
+    def label_context(self) -> int:
+        """Rows beyond a strip whose links label it (chains of parents reach ``grow_px`` rows away)."""
+        return max(self.label_rows, self.grow_px + 1)
 
 
 def resolve_split(split: str, has_boundary: bool) -> SplitParams | None:
@@ -151,6 +159,9 @@ class SplitStrip:
         edge: bool, cropland pixel on its field's outline (a 4-neighbour outside the field, raster edge excepted).
         boundary: float32 boundary probability, or None when the model has no boundary output.
         cut: bool, cropland pixel cut by the split (counted for the report), or None.
+        labels: int32, equal labels > 0 = one field (the links' components over the strip and
+            ``params.label_context`` rows on each side; a field's pieces joined only farther away get several
+            labels), 0 off the mask; None: the vectoriser labels the links itself.
     """
 
     right: np.ndarray
@@ -158,12 +169,14 @@ class SplitStrip:
     edge: np.ndarray
     boundary: np.ndarray | None
     cut: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     def rows(self, a: int, b: int) -> SplitStrip:
         """The same for rows ``a .. b`` of the strip (0 = its first row)."""
         return SplitStrip(self.right[a:b], self.down[a:b], self.edge[a:b],
                           None if self.boundary is None else self.boundary[a:b],
-                          None if self.cut is None else self.cut[a:b])
+                          None if self.cut is None else self.cut[a:b],
+                          None if self.labels is None else self.labels[a:b])
 
 
 def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: SplitParams
@@ -180,6 +193,16 @@ def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, para
         (right bool (h, w), down bool (h, w) with the last row False, edge bool (h, w), cut bool (h, w));
         exact for rows at least ``params.halo - 1`` rows from a window edge that is not the raster's.
     """
+    m, cut, dist, parent = _grow(mask, prob, cue, params)
+    right, down, edge = _links(m, dist, parent)
+    return right, down, edge, cut
+
+
+def _grow(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: SplitParams
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut, seeds and growth of a window of rows: (cropland bool (h, w), cut bool (h, w), distance to the nearest
+    seed uint8 (h, w) (0 on seeds, ``_FAR`` where not reached or not cropland), parent direction uint8 (h, w)
+    (0 = none))."""
     import cv2
 
     m = mask.astype(bool)
@@ -190,43 +213,55 @@ def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, para
         if cue is None:
             raise ValueError(f"the {params.method} split needs its second channel")
         threshold = params.boundary_threshold if params.method == "boundary" else 0.5
-        cut = m & (_quantize(cue) > threshold)
+        cut = m & _above(cue, threshold)
     else:
         cut = np.zeros_like(m)
     if params.method in ("extent", "image"):
         r = params.valley_px
         p = _quantize(prob)
         closed = cv2.morphologyEx(p, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1,) * 2))
-        cut |= m & (closed - p > params.valley_depth)
+        np.subtract(closed, p, out=closed)
+        del p
+        cut |= m & (closed > params.valley_depth)
+        del closed
     seeds = (m & ~cut).view(np.uint8)
     if params.seed_opening_px:
         s = params.seed_opening_px
         seeds = cv2.morphologyEx(seeds, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * s + 1,) * 2))
-    dist = np.full((h, w), _FAR, np.int16)
-    dist[seeds.view(bool)] = 0
+    if not 0 < params.grow_px < int(_FAR):
+        raise ValueError(f"grow_px must be 1..{int(_FAR) - 1}, got {params.grow_px}")
+    # A pixel reached at step s is still free after steps 0 .. s - 1, so its distance is the number of steps it
+    # stayed free: summed with OpenCV's saturating add (a few ms a step) rather than written per step.
     free = cv2.subtract(m.view(np.uint8), seeds)  # cropland not reached yet
+    dist = free.copy()
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     front = seeds
-    for step in range(1, params.grow_px + 1):
+    for _ in range(params.grow_px):
         grown = cv2.bitwise_and(cv2.dilate(front, cross), free)
         if not cv2.countNonZero(grown):
             break
-        np.putmask(dist, grown.view(bool), step)
         free = cv2.subtract(free, grown)
+        cv2.add(dist, free, dst=dist)
         front = grown
-    del free, front
+    del front, seeds
+    np.putmask(dist, free.view(bool) | ~m, _FAR)  # never reached, and not cropland
+    del free
     # neighbours' distances (the far value outside the window: no parent there)
-    nearer = dist - np.int16(1)
+    nearer = dist - np.uint8(1)  # (wraps on seeds and far pixels, which are never grown)
     grown = m & (dist > 0) & (dist < _FAR)
     parent = np.zeros((h, w), np.uint8)
     # (code, rows/cols of the pixel, of its neighbour) for each direction; last written wins: UP first
     for code, here, there in ((DOWN, np.s_[:-1, :], np.s_[1:, :]), (RIGHT, np.s_[:, :-1], np.s_[:, 1:]),
                               (LEFT, np.s_[:, 1:], np.s_[:, :-1]), (UP, np.s_[1:, :], np.s_[:-1, :])):
         np.putmask(parent[here], grown[here] & (dist[there] == nearer[here]), code)
-    del nearer, grown
+    return m, cut, dist, parent
+
+
+def _links(m: np.ndarray, dist: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of :func:`_grow`'s output -> (right, down, edge) bool (h, w) as :func:`split_links` returns them."""
     seed = dist == 0
     lost = m & (dist == _FAR)
-    del dist
+    h, w = m.shape
     right = np.zeros((h, w), bool)
     right[:, :-1] = m[:, :-1] & m[:, 1:] & (
         (seed[:, :-1] & seed[:, 1:]) | (lost[:, :-1] & lost[:, 1:])
@@ -240,7 +275,56 @@ def split_links(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, para
     edge[1:] |= ~down[:-1]
     edge[:-1] |= ~down[:-1]
     edge &= m
-    return right, down, edge, cut
+    return right, down, edge
+
+
+def field_labels(m: np.ndarray, dist: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """Connected components of the links (see the module docstring) within rows of :func:`_grow`'s output.
+
+    A field is a component of seeds (adjacent seeds are linked) or of unreached cropland (likewise; it never
+    touches a seed: it would be 1 step from it), plus every grown pixel whose chain of parents ends there, so the
+    components are labelled on the pixel grid (OpenCV) and handed down the chains in order of distance. A grown
+    pixel whose parent lies outside the rows starts a label of its own (handed down its chain), so that the
+    labels are the components of the links *within* the rows given: pieces joined only outside them get several
+    labels (:class:`FieldSplitter` with ``label_seams``).
+
+    Returns:
+        int32 (h, w): equal labels > 0 = one field (linked within the rows given), 0 off the mask.
+    """
+    import cv2
+
+    w = m.shape[1]
+    roots = (dist == 0) | (m & (dist == _FAR))
+    n, labels = cv2.connectedComponents(roots.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    del roots
+    flat = labels.reshape(-1)
+    idx = np.flatnonzero(m & (dist > 0) & (dist < _FAR))
+    if len(idx):
+        d = dist.reshape(-1)[idx]
+        order = np.argsort(d, kind="stable")
+        idx, d = idx[order], d[order]
+        step = np.array([0, -w, -1, 1, w], np.int64)[parent.reshape(-1)[idx]]
+        src = idx + step
+        outside = (src < 0) | (src >= flat.size)  # parent above the first row or below the last
+        if outside.any():
+            flat[idx[outside]] = n + np.arange(np.count_nonzero(outside), dtype=np.int32)
+            src[outside] = idx[outside]  # keeps its own label below
+        bounds = np.searchsorted(d, np.arange(1, int(d[-1]) + 2))
+        for k in range(len(bounds) - 1):
+            lo, hi = bounds[k], bounds[k + 1]
+            if lo < hi:
+                flat[idx[lo:hi]] = flat[src[lo:hi]]
+    return labels
+
+
+def _above(p: np.ndarray, threshold: float) -> np.ndarray:
+    """bool: ``_quantize(p) > threshold`` (NaN: False), without the division: the rounded p x 254 is at least the
+    first step of the 1/254 grid above the threshold."""
+    grid = np.arange(255, dtype=np.float32) / np.float32(254)
+    first = int(np.searchsorted(grid, np.float32(threshold), side="right"))
+    q = np.multiply(p, np.float32(254), dtype=np.float32)
+    np.rint(q, out=q)
+    return q >= first
 
 
 def _quantize(p: np.ndarray) -> np.ndarray:
@@ -258,18 +342,24 @@ class FieldSplitter(HaloRows):
     whole raster would give them.
 
     ``prob`` arrives as float32 (n, w) extent probability, or (n, w, 2): the extent and the cut's cue (the
-    boundary probability, or :func:`image_edges`); the sink gets the extent (n, w). Holds ``params.halo`` rows on
-    each side.
+    boundary probability, or :func:`image_edges`); the sink gets the extent (n, w). Holds ``params.halo +
+    params.label_context`` rows on each side.
+
+    ``label_seams``: rows (numbered as the rows pushed) at which strips end and across which the strips' labels
+    never look: a band of a Dask run (:mod:`engine.bands`) labels its own rows by the links within them only, as
+    it traces only those (a field's pieces joined in the next band are joined by the client, across the seam).
     """
 
-    def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None):
+    def __init__(self, params: SplitParams, sink: Callable, strip_rows: int = 256, timer=None,
+                 label_seams: tuple[int, ...] = ()):
         from contextlib import nullcontext
 
-        super().__init__(params.halo, strip_rows)
+        super().__init__(params.halo + params.label_context, strip_rows)
         self.timer = timer or (lambda _name: nullcontext())
         self.params = params
         self.sink = sink
         self.cut_pixels = 0
+        self.label_seams = tuple(sorted(label_seams))
         self._counter = RegionCounter()
 
     @property
@@ -280,19 +370,38 @@ class FieldSplitter(HaloRows):
     def __call__(self, row0: int, mask: np.ndarray, valid: np.ndarray, prob: np.ndarray | None) -> None:
         self.push(row0, mask, valid, np.zeros(mask.shape, np.float32) if prob is None else prob)
 
+    def _hand_on(self, n: int) -> None:
+        """Strips end at the label seams."""
+        nxt = next((r for r in self.label_seams if r > self._done), None)
+        super()._hand_on(n if nxt is None else min(n, nxt - self._done))
+
     def _strip(self, row0: int, n: int, a: int, b: int) -> None:
         mask = self._rows(a, b, 1)
         probs = self._rows(a, b, 3)
         extent = probs[..., 0] if probs.ndim == 3 else probs
         cue = probs[..., 1] if probs.ndim == 3 and probs.shape[2] > 1 else None
         boundary = cue if self.params.method == "boundary" else None
+        i, h = row0 - a, mask.shape[0]
         with self.timer("split"):
-            right, down, edge, cut = split_links(mask, extent, cue, self.params)
-            i = row0 - a
-            self.cut_pixels += int(cut[i:i + n].sum())
+            m, cut, dist, parent = _grow(mask, extent, cue, self.params)
+            strip_cut = cut[i:i + n].copy()
+            self.cut_pixels += int(np.count_nonzero(strip_cut))
+            del cut
+            # links (and outline flags) of the strip's rows need the rows next to it; labels the wider rows
+            lo, hi = max(i - 1, 0), min(i + n + 1, h)
+            right, down, edge = (x[i - lo:i - lo + n] for x in _links(m[lo:hi], dist[lo:hi], parent[lo:hi]))
+            e = self.params.label_context
+            lo, hi = max(i - e, 0), min(i + n + e, h)
+            for seam in self.label_seams:  # (strips never cross one)
+                if seam <= row0:
+                    lo = max(lo, seam - a)
+                elif seam >= row0 + n:
+                    hi = min(hi, seam - a)
+            labels = field_labels(m[lo:hi], dist[lo:hi], parent[lo:hi])[i - lo:i - lo + n]
+            del m, dist, parent
             self._counter.add(mask[i:i + n])
-        strip = SplitStrip(right[i:i + n], down[i:i + n], edge[i:i + n],
-                           None if boundary is None else _quantize(boundary[i:i + n]), cut[i:i + n])
+        strip = SplitStrip(right, down, edge, None if boundary is None else _quantize(boundary[i:i + n]), strip_cut,
+                           labels)
         self.sink(row0, mask[i:i + n], self._rows(row0, row0 + n, 2), extent[i:i + n], strip)
 
 
@@ -345,8 +454,9 @@ class ExtentOnly:
         """Nothing is held."""
 
 
-def field_stage(params: SplitParams | None, sink: Callable, strip_rows: int = 256, timer=None):
+def field_stage(params: SplitParams | None, sink: Callable, strip_rows: int = 256, timer=None,
+                label_seams: tuple[int, ...] = ()):
     """The stage between the opened mask and the field builder ``sink``: a :class:`FieldSplitter` for ``params``
-    (its time under ``timer("split")`` when given), or :class:`ExtentOnly` when there is no split. Call
-    ``.close()`` on it after the mask stream's."""
-    return ExtentOnly(sink) if params is None else FieldSplitter(params, sink, strip_rows, timer)
+    (its time under ``timer("split")`` when given; ``label_seams``: see there), or :class:`ExtentOnly` when there
+    is no split. Call ``.close()`` on it after the mask stream's."""
+    return ExtentOnly(sink) if params is None else FieldSplitter(params, sink, strip_rows, timer, label_seams)

@@ -106,6 +106,18 @@ def _split_seam_edges(points: np.ndarray, sizes: np.ndarray, seam_ys) -> tuple[n
     return out, np.bincount(np.repeat(rid, n), minlength=len(sizes)), np.repeat(on, n)
 
 
+def _unit_edges(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open cyclic rings of axis-parallel edges between integer points -> the same rings with every edge cut
+    into edges of length 1."""
+    a, b = points.astype(np.int64), points[_next_in_ring(sizes)].astype(np.int64)
+    d = b - a
+    n = np.maximum(np.abs(d).sum(axis=1), 1)
+    t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    out = np.repeat(a, n, axis=0)
+    out += t[:, None] * np.repeat(np.sign(d), n, axis=0)
+    return out, np.bincount(np.repeat(_ring_index(sizes)[0], n), minlength=len(sizes))
+
+
 def _open_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closed rings (each ending on its first vertex), concatenated -> the same as open cyclic rings."""
     keep = np.ones(len(points), bool)
@@ -238,11 +250,25 @@ def _polygon(points: np.ndarray, sizes: np.ndarray):
     return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
 
 
+def _polygons(rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Many :func:`_polygon` calls in one: per polygon (points, sizes) of its rings, shell first -> an object
+    array of shapely Polygons (one GEOS call for all, not two per polygon)."""
+    import shapely
+
+    points = np.concatenate([p for p, _ in rings]).astype(np.float64)
+    sizes = np.concatenate([s for _, s in rings])
+    per_polygon = np.array([len(s) for _, s in rings])
+    made = shapely.linearrings(points, indices=_ring_index(sizes)[0])
+    return shapely.polygons(made, indices=np.repeat(np.arange(len(rings)), per_polygon))
+
+
 def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[float, ...]):
     """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that meet
     only along the horizontal ``seam_ys`` rows (one field cut into strips) -> one shapely Polygon."""
     import shapely
 
+    if len(fragments) == 1:
+        return _polygon(*_drop_collinear_rings(*_open_rings(*fragments[0])))
     stitched = stitch_fragments(fragments, seam_ys)
     if stitched is not None:
         return _polygon(*_drop_collinear_rings(*stitched))
@@ -256,7 +282,8 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
 
 def union_fragments(fragments: list[tuple[np.ndarray, np.ndarray]]):
     """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that touch
-    along any edges -> one shapely Polygon (the largest part, should they not be connected)."""
+    along any edges -> one shapely Polygon (the largest part, should they not be connected). Used by the Dask
+    client (:mod:`engine.bands`) for a field whose fragments one band returned apart."""
     import shapely
 
     merged = shapely.union_all([_polygon(points, sizes) for points, sizes in fragments])
@@ -275,6 +302,7 @@ class _Fragment:
     edge_sum: float | None = None
     edge_pixels: int = 0
     strip: int = 0  # index of the strip it was traced in
+    label: int = 0  # id of its label in that strip (pieces of one label in one strip never share an edge)
 
 
 class StripVectorizer:
@@ -295,6 +323,7 @@ class StripVectorizer:
         self._last_row: np.ndarray | None = None
         self._last_down: np.ndarray | None = None  # links of the last row to the next strip (split only)
         self._split = False  # whether any strip came with a split's links
+        self.geos_unions = 0  # fields merged by GEOS's union (split fields whose pieces may touch in a strip)
         self._next_row0 = 0
 
     @property
@@ -322,6 +351,10 @@ class StripVectorizer:
         binary = (np.asarray(mask) > 0).astype(np.uint8)
         if split is None:
             n, labels = cv2.connectedComponents(binary, connectivity=4, ltype=cv2.CV_32S)
+        elif split.labels is not None:
+            self._split = True
+            labels = split.labels
+            n = int(labels.max()) + 1 if labels.size else 1
         else:
             self._split = True
             n, labels = _link_components(binary, split.right, split.down)
@@ -337,6 +370,7 @@ class StripVectorizer:
             edge_counts = np.bincount(labels[ring], minlength=n)
             edge_sums = np.bincount(labels[ring], weights=np.nan_to_num(split.boundary[ring], nan=0.0), minlength=n)
         offset = self._next_id - 1
+        self._next_id += max(n - 1, 0)
         if n > 1:
             for geom, value in shapes(labels, mask=on, connectivity=4,
                                       transform=Affine.translation(0, row0)):
@@ -344,10 +378,18 @@ class StripVectorizer:
                 rings = geom["coordinates"]
                 points = np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32)
                 sizes = np.array([len(r) for r in rings], dtype=np.int32)
-                frag = _Fragment(points, sizes, float(sums[label]), int(counts[label]), strip=len(self._seams))
+                gid = offset + label
+                if gid in self._fragments:  # a label of a split strip in several pieces: one field, joined
+                    extra, self._next_id = self._next_id, self._next_id + 1
+                    self._uf.union(gid, extra)
+                    self._fragments[extra] = _Fragment(points, sizes, 0.0, 0, None if edge_sums is None else 0.0,
+                                                       strip=len(self._seams), label=gid)
+                    continue
+                frag = _Fragment(points, sizes, float(sums[label]), int(counts[label]), strip=len(self._seams),
+                                 label=gid)
                 if edge_sums is not None:
                     frag.edge_sum, frag.edge_pixels = float(edge_sums[label]), int(edge_counts[label])
-                self._fragments[offset + label] = frag
+                self._fragments[gid] = frag
         if self._last_row is not None and n > 1:
             above, below = self._last_row, labels[0]
             touching = (above > 0) & (below > 0)
@@ -361,7 +403,6 @@ class StripVectorizer:
             last[~split.down[-1]] = 0  # a field not linked to the next row is finished
             self._last_down = split.down[-1].copy()
         self._last_row = last
-        self._next_id += max(n - 1, 0)
 
     def pop_finished(self, everything: bool = False) -> list[Field]:
         """Fields none of whose pixels lie on the last row added (they cannot grow any more), merged across
@@ -376,31 +417,65 @@ class StripVectorizer:
             if root not in open_roots:
                 groups.setdefault(root, []).append(gid)
         seams = tuple(self._seams)
-        out = []
+        out, single = [], []
         for members in groups.values():
             frags = [self._fragments.pop(g) for g in members]
             for g in members:
                 self._uf.parent.pop(g, None)
             if len(frags) == 1:
-                poly = _polygon(frags[0].points, frags[0].sizes)
-            elif self._split and len({f.strip for f in frags}) < len(frags):
+                poly = None  # made below, with every other field of one fragment, in one call
+                single.append((len(out), frags[0]))
+            elif self._split and len({(f.strip, f.label) for f in frags}) > len({f.strip for f in frags}):
                 # split fields only (without a split, fragments of one strip touch others only along seams, as a
-                # U whose arms join below does): two fragments of one strip, joined by links in a later strip, may touch
-                # along any edge (they were cut apart, and grown back into one field elsewhere), not only along
-                # seams, so the seam stitcher does not apply; GEOS's overlay union (exact on pixel corners) does.
-                poly = union_fragments([(f.points, f.sizes) for f in frags])
+                # U whose arms join below does; so do pieces of one label): two labels of one strip, joined by
+                # links elsewhere, may touch along any edge (they were cut apart, and grown back into one field
+                # elsewhere), not only along seams. GEOS's coverage union (on unit edges) merges them strip by
+                # strip, and the seam stitcher the strips. The strip's labels join what the rows around it join
+                # (engine.split.field_labels), so this is rare.
+                self.geos_unions += 1
+                poly = merge_fragments(_union_within_strips(frags), seams)
             else:
                 poly = merge_fragments([(f.points, f.sizes) for f in frags], seams)
             edge = None if frags[0].edge_sum is None else sum(f.edge_sum for f in frags)
             out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags), edge,
                              sum(f.edge_pixels for f in frags)))
-        out.sort(key=lambda f: (f.polygon.bounds[1], f.polygon.bounds[0]))
+        if single:
+            for (i, _), poly in zip(single, _polygons([(f.points, f.sizes) for _, f in single]), strict=True):
+                out[i].polygon = poly
+        if out:
+            import shapely
+
+            bounds = shapely.bounds(np.array([f.polygon for f in out], dtype=object))
+            out = [out[i] for i in np.lexsort((bounds[:, 0], bounds[:, 1]))]
         return out
 
     def fields(self) -> list[Field]:
         """Every field not taken yet by :meth:`pop_finished`, fragments merged across strip seams, ordered
         top-to-bottom, left-to-right."""
         return self.pop_finished(everything=True)
+
+
+def _union_within_strips(frags: list[_Fragment]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fragments of one field -> (points, sizes) of closed rings, shell first, per polygon, where the fragments
+    of each strip that has several labels are replaced by the parts of their union (which then meet the rest
+    only along seams, as :func:`stitch_fragments` needs)."""
+    import shapely
+
+    by_strip: dict[int, list[_Fragment]] = {}
+    for f in frags:
+        by_strip.setdefault(f.strip, []).append(f)
+    out = []
+    for group in by_strip.values():
+        if len({f.label for f in group}) == 1:
+            out.extend((f.points, f.sizes) for f in group)
+            continue
+        # every edge cut into unit edges: pieces of one strip then share their edges exactly (a noded coverage),
+        # which GEOS's coverage union merges in linear time, unlike its overlay union
+        merged = shapely.coverage_union_all([_polygon(*_unit_edges(*_open_rings(f.points, f.sizes))) for f in group])
+        for part in getattr(merged, "geoms", [merged]):
+            rings = [np.asarray(r.coords) for r in (part.exterior, *part.interiors)]
+            out.append((np.concatenate(rings).astype(np.int32), np.array([len(r) for r in rings], np.int32)))
+    return out
 
 
 def _link_components(binary: np.ndarray, right: np.ndarray, down: np.ndarray) -> tuple[int, np.ndarray]:

@@ -61,6 +61,13 @@ def test_speed_bound_backends_vectorize_and_report_run(tmp_path, green_model):
     # one pass by default, and speed writes only the fields: no raster is written, not even a temporary one
     assert set(row["stage_seconds"]) >= {"read", "inference", "blend", "vectorize", "write_vector"}
     assert "write_raster" not in row["stage_seconds"]
+    assert row["cpu_s"] > 0
+    # the split's cost: each size with --split none and auto, compared
+    _bench(tmp_path, "speed", "--model", str(green_model), "--models", "ensemble", "--sizes", "1", "--device", "cpu",
+           "--threads", "1", "--no-idle-check", "--split", "none", "auto", "--out", str(out / "split_cost.json"))
+    cost = json.loads((out / "split_cost.json").read_text())["split_cost"]
+    assert [c["split"] for c in cost] == ["none", "auto"] and cost[0]["e2e_vs_first"] == 0
+    assert cost[1]["method"] == "image" and cost[1]["peak_rss_mib"] > 0 and "split" in cost[1]["stage_seconds"]
     _bench(tmp_path, "bound", "--speed-json", str(out / "speed.json"), "--seconds", "0.05", "--no-idle-check",
            "--out", str(out / "bound.json"))
     assert json.loads((out / "bound.json").read_text())["versus_speed"][0]["share_of_bound"] > 0

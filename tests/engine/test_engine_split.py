@@ -10,19 +10,22 @@ from engine.split import FieldSplitter, SplitParams, resolve_split, split_links
 from engine.vectorize import StripVectorizer
 
 
-def _fields(mask, probs, params, strip_rows, band_rows, seed=0):
+def _fields(mask, probs, params, strip_rows, band_rows, seed=0, label_seams=(), strips=None):
     """Push ``mask``/``probs`` in bands of random heights (at most ``band_rows``) through a FieldSplitter handing
-    strips of ``strip_rows`` to a StripVectorizer; returns the fields."""
+    strips of ``strip_rows`` to a StripVectorizer; returns the fields (and appends ``(row0, SplitStrip)`` of each
+    strip to ``strips`` when given)."""
     h, w = mask.shape
     vec = StripVectorizer(w)
     out = []
 
     def sink(row0, m, valid, prob, split):
         assert m.shape == valid.shape == prob.shape == split.right.shape
+        if strips is not None:
+            strips.append((row0, split))
         vec.add(row0, m, prob, split)
         out.extend(vec.pop_finished())
 
-    splitter = FieldSplitter(params, sink, strip_rows=strip_rows)
+    splitter = FieldSplitter(params, sink, strip_rows=strip_rows, label_seams=label_seams)
     rng = np.random.default_rng(seed)
     row = 0
     while row < h:
@@ -278,3 +281,74 @@ def test_v1_model_splits_along_a_visible_edge_and_none_keeps_todays_fields(tmp_p
     assert shared.length == pytest.approx(2 * 120)
     assert abs(shared.bounds[0] - (500000 + 2 * 70)) <= 2 * 2  # on the line where the crops meet
     assert auto.split["method"] == "image" and auto.split["fields_added_by_split"] == 1
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_field_labels_are_the_components_of_the_links(seed):
+    """split.field_labels (seeds and unreached cropland labelled, handed down the parent chains) partitions the
+    cropland exactly as the connected components of split_links' links do."""
+    from engine.split import _grow, field_labels
+    from engine.vectorize import _link_components
+
+    mask, probs = _layout(seed, h=120, w=140, cells=24)
+    for method in ("boundary", "image", "extent"):
+        params = SplitParams(method=method, grow_px=6)
+        cue = None if method == "extent" else probs[..., 1]
+        right, down, _, _ = split_links(mask, probs[..., 0], cue, params)
+        n, want = _link_components(mask, right, down)
+        m, _, dist, parent = _grow(mask, probs[..., 0], cue, params)
+        got = field_labels(m, dist, parent)
+        assert ((got > 0) == (mask > 0)).all()
+        pairs = set(zip(got[mask > 0].tolist(), want[mask > 0].tolist(), strict=True))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == n - 1  # one to one
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fields_whose_pieces_touch_inside_a_strip_are_merged_exactly(seed, monkeypatch):
+    """With the least label context (label_rows=0: only the parents' chains), pieces of one field in one strip
+    that are joined only rows away touch along edges inside the strip; the vectoriser merges them (coverage union
+    per strip, then the seam stitcher) into the polygons of the whole raster."""
+    import engine.vectorize as vectorize
+
+    merged = []
+    real = vectorize._union_within_strips
+    monkeypatch.setattr(vectorize, "_union_within_strips", lambda frags: merged.append(len(frags)) or real(frags))
+    mask, probs = _layout(seed, h=160, w=160, cells=30)
+    params = SplitParams(method="boundary", grow_px=4, label_rows=0)
+    whole = _fields(mask, probs, params, strip_rows=mask.shape[0], band_rows=mask.shape[0])
+    for strip_rows, band_rows in ((1, 3), (5, 17), (16, 40)):
+        assert _key(_fields(mask, probs, params, strip_rows, band_rows, seed=strip_rows)) == _key(whole)
+    assert merged  # the path ran
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_seams_label_each_band_by_its_own_links(seed):
+    """A band of a Dask run traces only its own rows: with ``label_seams`` at its edges, strips end there and
+    equal labels are linked within the band's rows (never only through the next band's, which the band would
+    trace as one field of pieces apart); the fields are still those of the whole raster."""
+    import itertools
+
+    from engine.vectorize import _link_components
+
+    mask, probs = _layout(seed, h=120, w=140, cells=24)
+    params = SplitParams(method="boundary", grow_px=6)
+    seams = (37, 80)
+    right, down, _, _ = split_links(mask, probs[..., 0], probs[..., 1], params)
+    strips = []
+    fields = _fields(mask, probs, params, strip_rows=32, band_rows=20, seed=seed, label_seams=seams, strips=strips)
+    assert _key(fields) == _key(_fields(mask, probs, params, strip_rows=mask.shape[0], band_rows=mask.shape[0]))
+    severed = 0
+    for lo, hi in itertools.pairwise((0, *seams, mask.shape[0])):
+        _, within = _link_components(mask[lo:hi], right[lo:hi], down[lo:hi])  # the links inside the band only
+        _, whole = _link_components(mask, right, down)
+        inside = [(row0, s) for row0, s in strips if lo <= row0 < hi]
+        assert sum(s.labels.shape[0] for _, s in inside) == hi - lo  # strips end at the seams
+        for row0, s in inside:
+            on = mask[row0:row0 + s.labels.shape[0]] > 0
+            assert (s.labels[on] > 0).all()
+            pairs = set(zip(s.labels[on].tolist(), within[row0 - lo:row0 - lo + len(on)][on].tolist(), strict=True))
+            assert len(pairs) == len({a for a, _ in pairs})  # one label = one field of the band's own links
+        on = mask[lo:hi] > 0
+        cut = set(zip(within[on].tolist(), whole[lo:hi][on].tolist(), strict=True))
+        severed += len(cut) - len({b for _, b in cut})  # pieces of a field joined only outside the band
+    assert severed  # the layout has them
