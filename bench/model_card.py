@@ -134,9 +134,11 @@ class Pool:
 
 
 def score_model(model_path: str | None, scenes: list, work: Path, threads: int, log=print,
-                pictures: Path | None = None, label: str = "") -> dict[str, dict]:
+                pictures: Path | None = None, label: str = "", min_area_m2: float = 0.0,
+                max_hole_m2: float = 0.0) -> dict[str, dict]:
     """Per set, the engine's fields of ``model_path`` (None: the all-cropland baseline) scored on ``scenes``;
-    with ``pictures``, each set's largest scene drawn there as ``SET_LABEL.png`` (see :func:`picture`)."""
+    with ``pictures``, each set's largest scene drawn there as ``SET_LABEL.png`` (see :func:`picture`);
+    ``min_area_m2`` / ``max_hole_m2``: the engine's area filters (0: off, the command line's default)."""
     from engine.api import ExtractOptions, extract, load_model
 
     model = None
@@ -151,8 +153,9 @@ def score_model(model_path: str | None, scenes: list, work: Path, threads: int, 
         path = work / f"{scene.dataset}_{scene.name}.tif"
         transform, pixel = write_scene(scene, path)
         t0 = time.perf_counter()
-        result = extract(path, model, options=ExtractOptions(threads=threads, device="cpu", pixel_size_m=pixel),
-                         log=lambda _msg: None)
+        options = ExtractOptions(threads=threads, device="cpu", pixel_size_m=pixel, min_area_m2=min_area_m2,
+                                 max_hole_m2=max_hole_m2)
+        result = extract(path, model, options=options, log=lambda _msg: None)
         pool.seconds += time.perf_counter() - t0
         pred = burn_fields(result.fields, scene.extent.shape, transform)
         pool.add(pred, scene)
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="at most this many tiles per tiled set (smoke runs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-baseline", action="store_true", help="skip the all-cropland rows")
+    p.add_argument("--min-area", type=float, default=0.0, help="drop fields below this (m²), as the engine's option")
+    p.add_argument("--max-hole", type=float, default=0.0, help="fill holes below this (m²), as the engine's option")
     p.add_argument("--pictures", action="store_true",
                    help="draw each set's largest scene with reference (green) and predicted (red) outlines")
     p.add_argument("--out", type=Path, default=Path("runs/bench/model_card"))
@@ -207,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         for name, path in models:
             results[name] = score_model(path, scenes, Path(tmp), args.threads,
-                                        pictures=args.out if args.pictures else None, label=name)
+                                        pictures=args.out if args.pictures else None, label=name,
+                                        min_area_m2=args.min_area, max_hole_m2=args.max_hole)
         if not args.no_baseline:
             results["all-cropland"] = score_model(None, scenes, Path(tmp), args.threads)
-    doc = {"models": dict(models), "datasets": names, "limit": args.limit, "results": results}
+    doc = {"models": dict(models), "datasets": names, "limit": args.limit, "min_area_m2": args.min_area,
+           "max_hole_m2": args.max_hole, "results": results}
     (args.out / "model_card.json").write_text(json.dumps(doc, indent=1))
     print(table(results))
     return 0

@@ -86,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
     c = e.add_argument_group("post-processing")
     c.add_argument("--threshold", type=float, help="cropland probability threshold (default: model's)")
-    c.add_argument("--min-area", type=float, default=0.0, help="drop fields smaller than this, m²")
-    c.add_argument("--max-hole", type=float, default=0.0, help="fill holes smaller than this, m²")
+    c.add_argument("--min-area", type=float, default=None,
+                   help="drop fields smaller than this, m² (default: from the model's GSD as in the plugin, 100 "
+                        "of its pixels and at least 500 m², e.g. 500 for v2; 0 keeps every field)")
+    c.add_argument("--max-hole", type=float, default=None,
+                   help="fill holes smaller than this, m² (default: from the model's GSD, 50 of its pixels and "
+                        "at least 200 m²; 0 fills none)")
     c.add_argument("--simplify", type=float, default=0.0,
                    help="simplify outlines by this tolerance, metres (neighbours are simplified together, so all "
                         "outlines are held in memory)")
@@ -156,7 +160,7 @@ def _extract(args) -> int:
     options = ExtractOptions(
         bands=args.bands, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
         device=args.device, backend=args.backend, fp16=args.fp16, threshold=args.threshold, fusion=args.fusion,
-        tta=args.tta, min_area_m2=args.min_area, max_hole_m2=args.max_hole, simplify_m=args.simplify,
+        tta=args.tta, min_area_m2=args.min_area or 0.0, max_hole_m2=args.max_hole or 0.0, simplify_m=args.simplify,
         opening_px=args.opening, pixel_size_m=args.pixel_size, stretch=args.stretch, threads=args.threads,
         split=args.split, resample=args.resample,
     )
@@ -175,14 +179,33 @@ def _extract(args) -> int:
 
         raise InputError("--band-rows splits one input into bands on a Dask cluster: give it with --cluster and a "
                          "single input.")
+    model = load_model(args.model, options, log=log)
+    options = _area_filters(args, options, model, log)
     if args.cluster:
         from .cluster import cli_extract
 
         return cli_extract(args, plans, options, log)
-    model = load_model(args.model, options, log=log)
     for inp in args.inputs:  # every input opens and has the model's bands before the first one runs
         open_input(inp, model.meta, model.name, options.bands).close()
     return _run_batch(args, plans, model, options, log)
+
+
+def _area_filters(args, options, model, log):
+    """``options`` with ``--min-area`` / ``--max-hole`` the user left out taken from the model's GSD, as the
+    plugin takes them (:func:`engine.defaults.auto_filters`); the choice is logged."""
+    import dataclasses
+
+    from .defaults import auto_filters
+
+    if args.min_area is not None and args.max_hole is not None:
+        return options
+    auto_min, auto_hole = auto_filters(model.meta.resolution_m)
+    min_area = auto_min if args.min_area is None else args.min_area
+    max_hole = auto_hole if args.max_hole is None else args.max_hole
+    gsd = f"{model.meta.resolution_m:g} m" if model.meta.resolution_m else "unknown"
+    log(f"Area filters: fields under {min_area:g} m² dropped, holes under {max_hole:g} m² filled (from the model's "
+        f"{gsd} GSD; --min-area 0 --max-hole 0 keep everything).")
+    return dataclasses.replace(options, min_area_m2=min_area, max_hole_m2=max_hole)
 
 
 def _run_batch(args, plans, model, options, log) -> int:

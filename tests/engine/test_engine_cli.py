@@ -75,7 +75,8 @@ def test_evaluate_prediction_against_reference(tmp_path, green_model, capsys):
     scene = write_raster(tmp_path / "scene.tif", image, T2M, UTM)
     ref = write_raster(tmp_path / "ref.tif", truth, T2M, UTM)
     assert main(["extract", str(scene), "--model", str(green_model), "--opening", "0", "--mask",
-                 str(tmp_path / "pred.tif"), "-o", str(tmp_path / "pred.gpkg"), "-q"]) == 0
+                 str(tmp_path / "pred.tif"), "-o", str(tmp_path / "pred.gpkg"), "-q", "--min-area", "0",
+                 "--max-hole", "0"]) == 0
     perfect = evaluate(tmp_path / "pred.tif", ref)
     assert perfect["iou"] == 1.0 and perfect["object_f1"] == 1.0 and perfect["ratio_error"] == 0.0
     from_polygons = evaluate(tmp_path / "pred.gpkg", ref)
@@ -124,3 +125,28 @@ def test_evaluate_two_polygon_layers(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["iou"] == pytest.approx(m["iou"])
     with pytest.raises(InputError, match="cell-size"):
         evaluate(pred, ref, cell_size=-1)
+
+
+def test_area_filters_default_to_the_models_gsd_as_in_the_plugin(tmp_path, green_model, capsys):
+    """Without --min-area/--max-hole the command line filters as the plugin does (engine.defaults.auto_filters of
+    the model's GSD) and says so; 0 keeps everything; one given keeps its value, the other is derived."""
+    import pyogrio
+
+    from engine.api import load_model
+    from engine.defaults import auto_filters
+
+    image, _ = field_scene()
+    scene = write_raster(tmp_path / "scene.tif", image, T2M, UTM)
+    auto_min, auto_hole = auto_filters(load_model(green_model).meta.resolution_m)
+    runs = {"auto": [], "off": ["--min-area", "0", "--max-hole", "0"], "min": ["--min-area", "7"]}
+    logs, areas = {}, {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.gpkg"
+        assert main(["extract", str(scene), "--model", str(green_model), "-o", str(out), *extra]) == 0
+        logs[name] = capsys.readouterr().err
+        meta, _, _, data = pyogrio.raw.read(out)
+        areas[name] = np.asarray(data[list(meta["fields"]).index("area_m2")])
+    assert f"fields under {auto_min:g} m² dropped, holes under {auto_hole:g} m² filled" in logs["auto"]
+    assert "Area filters" not in logs["off"]
+    assert f"fields under 7 m² dropped, holes under {auto_hole:g} m² filled" in logs["min"]
+    assert areas["auto"].min() >= auto_min and areas["min"].min() >= 7

@@ -378,7 +378,7 @@ def test_cli_one_raster_in_bands(blur_model, tmp_path, capsys):
     extract(src, blur_model, single, ExtractOptions(min_area_m2=100))
     code = main(["extract", str(src), "--model", str(blur_model), "-o", str(banded.vector), "--mask",
                  str(banded.mask), "--probability", str(banded.probability), "--min-area", "100",
-                 "--cluster", "local:2", "--band-rows", "64"])
+                 "--max-hole", "0", "--cluster", "local:2", "--band-rows", "64"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "in 10 band(s)" in captured.err and "dashboard http" in captured.err
