@@ -179,7 +179,7 @@ def _extract(args) -> int:
 
         raise InputError("--band-rows splits one input into bands on a Dask cluster: give it with --cluster and a "
                          "single input.")
-    model = load_model(args.model, options, log=log)
+    model = load_model(args.model, options, log=log)  # a bad model fails here, before any task or input
     options = _area_filters(args, options, model, log)
     if args.cluster:
         from .cluster import cli_extract
@@ -192,16 +192,14 @@ def _extract(args) -> int:
 
 def _area_filters(args, options, model, log):
     """``options`` with ``--min-area`` / ``--max-hole`` the user left out taken from the model's GSD, as the
-    plugin takes them (:func:`engine.defaults.auto_filters`); the choice is logged."""
+    plugin takes them (:func:`engine.defaults.area_filters`); the choice is logged."""
     import dataclasses
 
-    from .defaults import auto_filters
+    from .defaults import area_filters
 
     if args.min_area is not None and args.max_hole is not None:
         return options
-    auto_min, auto_hole = auto_filters(model.meta.resolution_m)
-    min_area = auto_min if args.min_area is None else args.min_area
-    max_hole = auto_hole if args.max_hole is None else args.max_hole
+    min_area, max_hole = area_filters(model.meta.resolution_m, args.min_area, args.max_hole)
     gsd = f"{model.meta.resolution_m:g} m" if model.meta.resolution_m else "unknown"
     log(f"Area filters: fields under {min_area:g} m² dropped, holes under {max_hole:g} m² filled (from the model's "
         f"{gsd} GSD; --min-area 0 --max-hole 0 keep everything).")

@@ -232,10 +232,8 @@ def cli_extract(args, plans: list[tuple[Path, OutputPaths]], options: ExtractOpt
     import shlex
 
     from .bands import extract_bands
-    from .ensemble import load_ensemble
     from .report import write_report
 
-    load_ensemble(args.model, dataclasses.replace(options, threads=1))  # a bad model fails here, not in every task
     client = connect(args.cluster, log)
     try:
         if len(plans) == 1:  # one raster: row bands; an error is the run's, as without --cluster

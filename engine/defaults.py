@@ -21,3 +21,11 @@ def auto_filters(resolution_m: float | None) -> tuple[float, float]:
     """
     gsd2 = float(resolution_m) ** 2 if resolution_m else 0.0
     return max(MIN_FIELD_M2, FIELD_PIXELS * gsd2), max(MIN_HOLE_M2, HOLE_PIXELS * gsd2)
+
+
+def area_filters(resolution_m: float | None, min_area_m2: float | None, max_hole_m2: float | None
+                 ) -> tuple[float, float]:
+    """``(min_area_m2, max_hole_m2)``: the values given, and :func:`auto_filters` of the model's GSD
+    ``resolution_m`` (m/px) for those left as None (the plugin's and the command line's defaults)."""
+    auto_min, auto_hole = auto_filters(resolution_m)
+    return (auto_min if min_area_m2 is None else min_area_m2, auto_hole if max_hole_m2 is None else max_hole_m2)

@@ -53,11 +53,16 @@ class ResamplePlan:
                 "model_grid": [self.width, self.height], "read": self.method, "back": "bilinear"}
 
 
+def _declared_range(meta) -> list[float] | None:
+    """The ``resolution_range_m`` the model's metadata declares (a field, or a key of ``extra``), or None."""
+    return getattr(meta, "resolution_range_m", None) or meta.extra.get("resolution_range_m")
+
+
 def accepted_range(meta) -> tuple[float, float] | None:
     """(min, max) pixel size in metres the model accepts; None when it states no resolution."""
     if not meta.resolution_m:
         return None
-    declared = getattr(meta, "resolution_range_m", None) or meta.extra.get("resolution_range_m")
+    declared = _declared_range(meta)
     if declared:
         return float(declared[0]), float(declared[1])
     return meta.resolution_m / 2.0, meta.resolution_m * 2.0
@@ -70,7 +75,7 @@ def target_resolution(meta, pixel_size_m: float) -> float:
     several GSDs), so the raster goes to the nearest end of it: as little detail lost or made up as the model
     allows. A model that declares only ``resolution_m`` (v1) is read at ``resolution_m``.
     """
-    declared = getattr(meta, "resolution_range_m", None) or meta.extra.get("resolution_range_m")
+    declared = _declared_range(meta)
     if not declared:
         return float(meta.resolution_m)
     return min(max(float(pixel_size_m), float(declared[0])), float(declared[1]))

@@ -57,9 +57,6 @@ class TileReader:
         """The next calibration feed, or None when all were given (the ONNX Runtime reader protocol)."""
         return next(self._next, None)
 
-    def rewind(self) -> None:
-        self._next = iter(self.batches)
-
 
 def quantize_member(model: str | Path, out: str | Path, scenes: list, n_tiles: int = 64, tile: int = 256,
                     seed: int = 0) -> dict[str, Any]:

@@ -316,10 +316,9 @@ class ExtractCroplandAlgorithm(CroplandAlgorithm):
         with adapters.engine_errors(errors, new_files), \
                 adapters.raster_file(layer, context, feedback) as path:
             ensemble = api.load_model(model, options_module.ExtractOptions(device=settings["device"]), log_line)
-            auto_min, auto_hole = defaults.auto_filters(ensemble.meta.resolution_m)
             chosen = dict(settings)
-            chosen["min_area_m2"] = auto_min if settings["min_area_m2"] is None else settings["min_area_m2"]
-            chosen["max_hole_m2"] = auto_hole if settings["max_hole_m2"] is None else settings["max_hole_m2"]
+            chosen["min_area_m2"], chosen["max_hole_m2"] = defaults.area_filters(
+                ensemble.meta.resolution_m, settings["min_area_m2"], settings["max_hole_m2"])
             options = options_module.ExtractOptions(**chosen, aoi=aoi)
             result = api.extract(path, model=ensemble, outputs=outputs, options=options, progress=progress,
                                  is_cancelled=is_cancelled, log=log_line, keep_fields=False)
