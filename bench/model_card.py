@@ -145,6 +145,13 @@ def score_model(model_path: str | None, scenes: list, work: Path, threads: int, 
     if model_path is not None:
         model = load_model(model_path, ExtractOptions(threads=threads, device="cpu"))
     pools: dict[str, Pool] = {}
+    drawn = set()  # each set's largest scene, drawn with ``pictures``
+    if pictures is not None:
+        largest: dict[str, object] = {}
+        for s in scenes:
+            if s.dataset not in largest or s.extent.size > largest[s.dataset].extent.size:
+                largest[s.dataset] = s
+        drawn = {id(s) for s in largest.values()}
     for scene in scenes:
         pool = pools.setdefault(scene.dataset, Pool())
         if model is None:
@@ -160,8 +167,7 @@ def score_model(model_path: str | None, scenes: list, work: Path, threads: int, 
         pred = burn_fields(result.fields, scene.extent.shape, transform)
         pool.add(pred, scene)
         path.unlink()
-        if pictures is not None and scene is max((s for s in scenes if s.dataset == scene.dataset),
-                                                 key=lambda s: s.extent.size):
+        if id(scene) in drawn:
             picture(scene, pred, pictures / f"{scene.dataset}_{label}.png")
     out = {name: pool.metrics() for name, pool in sorted(pools.items())}
     log(json.dumps({"model": model_path or "all-cropland", **{k: round(v["iou"], 4) for k, v in out.items()}}))
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         p.error("give at least one --model NAME=PATH")
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
-    scenes = [s for s in load_scenes(names, args.data_root, None, args.limit, log=lambda _m: None)
+    scenes = [s for s in load_scenes(names, args.data_root, None, args.limit, log=lambda _m: None, keep_raw=True)
               if s.split == "val"]
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}

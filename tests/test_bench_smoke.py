@@ -115,8 +115,10 @@ def test_model_card_scores_the_engine_output_against_the_reference(tmp_path):
     from training.datasets.scene import IGNORE
 
     make_naip_like(tmp_path / "data")
-    val = [s for s in load_scenes(["naip"], tmp_path / "data", log=lambda _m: None) if s.split == "val"]
+    val = [s for s in load_scenes(["naip"], tmp_path / "data", log=lambda _m: None, keep_raw=True)
+           if s.split == "val"]
     assert val and val[0].raw is not None and val[0].raw.dtype == np.uint8
+    assert all(s.raw is None for s in load_scenes(["naip"], tmp_path / "data", log=lambda _m: None))  # training
     transform, pixel = write_scene(val[0], tmp_path / "scene.tif")
     with rasterio.open(tmp_path / "scene.tif") as ds:
         assert np.array_equal(ds.read(), val[0].raw) and ds.transform == transform

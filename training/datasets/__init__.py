@@ -21,6 +21,7 @@ The data is unlicensed except NAIP (MIT labels, public-domain imagery): it is re
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,12 @@ def available(root: Path | None = None) -> dict[str, bool]:
 
 
 def load_scenes(names: list[str], root: Path | None = None, gsd_m: float | None = None,
-                limit: int | None = None, log=print) -> list[Scene]:
+                limit: int | None = None, log=print, keep_raw: bool = False) -> list[Scene]:
     """Read the sets ``names`` (catalogue names) as scenes, optionally resampled to ``gsd_m`` metres.
 
-    ``limit`` caps the tiles read per tiled set (for smoke runs). Raises :class:`DataError` for an unknown name
+    ``limit`` caps the tiles read per tiled set (for smoke runs). ``keep_raw`` keeps each scene's source values
+    (:attr:`Scene.raw`, for running the engine on them); training needs only the stretched image, so by default
+    they are let go as soon as a set is read. Raises :class:`DataError` for an unknown name
     or a missing folder (naming both).
     """
     root = Path(root or default_root())
@@ -64,6 +67,8 @@ def load_scenes(names: list[str], root: Path | None = None, gsd_m: float | None 
             raise DataError(f"data set {name}: folder {folder} does not exist (set {ENV_VAR} or put "
                             "../shared/data beside the repository).")
         got = READERS[name].load(root, limit)
+        if not keep_raw:
+            got = [replace(s, raw=None) for s in got]
         if gsd_m:
             got = [resample(s, gsd_m) for s in got]
         log(f"{name}: {sum(s.split == 'train' for s in got)} training and {sum(s.split == 'val' for s in got)} "
