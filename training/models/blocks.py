@@ -28,3 +28,11 @@ def channels(width: int, depth: int = 5) -> list[int]:
     if width < 2:
         raise ValueError(f"width must be >= 2 base channels, got {width}")
     return [width * 2**i for i in range(depth)]
+
+
+def shortcut(in_ch: int, out_ch: int, stride: int = 1) -> nn.Module:
+    """A residual block's shortcut: the identity, or a strided 1x1 convolution + BatchNorm when the block changes
+    the channel count or the resolution."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))

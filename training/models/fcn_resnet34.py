@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .blocks import shortcut
+
 
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv + BN (the first with ``stride``), identity or 1x1 projection shortcut;
@@ -33,10 +35,7 @@ class BasicBlock(nn.Module):
             nn.Conv2d(out_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=False),
             nn.BatchNorm2d(out_ch),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(out_ch))
+        self.shortcut = shortcut(in_ch, out_ch, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .blocks import shortcut
+
 
 class SqueezeExcitation(nn.Module):
     """Channel gate: x * sigmoid(FC(ReLU(FC(global_avg_pool(x))))), shape preserved."""
@@ -53,10 +55,7 @@ class SEBottleneck(nn.Module):
             nn.BatchNorm2d(out_ch),
             SqueezeExcitation(out_ch),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(out_ch))
+        self.shortcut = shortcut(in_ch, out_ch, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
