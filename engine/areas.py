@@ -69,6 +69,23 @@ class AreaModel:
             return geom_map.area * scale**2, geom_map.length * scale
         return None, None
 
+    def areas_perimeters(self, geoms_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`polygon_area_perimeter` of many polygons at once: object array (n,) of shapely polygons in map
+        coordinates -> (area m², perimeter m) float64 (n,) each, NaN when unknown (one GEOS call each for the
+        projected and pixel_size methods, polygon by polygon for geodesic ones)."""
+        import shapely
+
+        if self.method in ("projected", "pixel_size"):
+            if self.method == "projected":
+                scale = self.unit_m
+            else:
+                scale = self.pixel_size_m / np.sqrt(abs(self.transform.a * self.transform.e
+                                                        - self.transform.b * self.transform.d))
+            return shapely.area(geoms_map) * scale**2, shapely.length(geoms_map) * scale
+        pairs = [self.polygon_area_perimeter(g) for g in geoms_map]
+        return (np.array([np.nan if a is None else a for a, _ in pairs], dtype=np.float64),
+                np.array([np.nan if p is None else p for _, p in pairs], dtype=np.float64))
+
 
 def area_model(crs, transform, height: int, pixel_size_m: float | None = None,
                log: LogFn | None = None, name: str = "raster") -> AreaModel:

@@ -14,7 +14,7 @@ import numpy as np
 from .areas import AreaCounter, AreaModel
 from .masks import encode
 from .spool import FieldSpool
-from .vectorize import Field, StripVectorizer, filter_field, order_key, simplify_fields, to_map
+from .vectorize import Field, StripVectorizer, filter_field, order_keys, simplify_fields, to_map
 
 
 class FieldBuilder:
@@ -58,27 +58,32 @@ class FieldBuilder:
             self._take(self._vec.fields())
             if self._held:
                 tolerance_px = self.opts.simplify_m / (self.area.pixel_size_m or 1.0)
-                polys = simplify_fields([f.polygon for f in self._held], tolerance_px, self.width, self.height)
-                for f, poly in zip(self._held, polys, strict=True):
-                    self._spool(f, poly)
+                self._spool(self._held, simplify_fields([f.polygon for f in self._held], tolerance_px, self.width,
+                                                        self.height))
                 self._held = []
         return self.changes
 
     def _take(self, fields: list[Field]) -> None:
         self.traced += len(fields)
+        kept_fields = []
         for f in fields:
             kept, change = filter_field(f, self.area, self.opts.min_area_m2, self.opts.max_hole_m2,
                                         self.hole_has_nodata)
             self.changes.extend(change)
-            if kept is None:
-                continue
-            if self.opts.simplify_m > 0:
-                self._held.append(kept)
-            else:
-                self._spool(kept, kept.polygon)
+            if kept is not None:
+                kept_fields.append(kept)
+        if self.opts.simplify_m > 0:
+            self._held.extend(kept_fields)
+        elif kept_fields:
+            self._spool(kept_fields, [f.polygon for f in kept_fields])
 
-    def _spool(self, field: Field, poly_px) -> None:
-        geom = to_map(poly_px, self.transform)
-        a, p = self.area.polygon_area_perimeter(geom)
-        y0, x0, tie = order_key(field.polygon)
-        self.spool.add(geom, a, p, field.mean_probability, y0, x0, field.mean_boundary, tie)
+    def _spool(self, fields: list[Field], polys_px: list) -> None:
+        """Fields and their (possibly simplified) pixel-space polygons -> the spool, in map coordinates with their
+        areas and perimeters (a few GEOS calls for all of them)."""
+        import shapely
+
+        geoms = to_map(np.array(polys_px, dtype=object), self.transform)
+        areas, perimeters = self.area.areas_perimeters(geoms)
+        edges = None if fields[0].edge_sum is None else [f.mean_boundary for f in fields]
+        self.spool.add_many(shapely.to_wkb(geoms), areas, perimeters, [f.mean_probability for f in fields],
+                            order_keys(np.array([f.polygon for f in fields], dtype=object)), edges)

@@ -53,19 +53,57 @@ class FieldSpool:
                                     nan if mean_boundary is None else mean_boundary))
         self._file.write(wkb)
 
+    def add_many(self, wkbs, areas_m2: np.ndarray, perimeters_m: np.ndarray, mean_probabilities: np.ndarray,
+                 keys: np.ndarray, mean_boundaries: np.ndarray | None = None) -> None:
+        """Store many fields: their WKB geometries (map coordinates), float64 (n,) areas (m²), perimeters (m),
+        mean probabilities and, or None, mean boundary probabilities (NaN = unknown), and float64 (n, 3) order
+        keys (row, col, tie as :meth:`add` takes them, e.g. :func:`engine.vectorize.order_keys`)."""
+        n = len(wkbs)
+        edges = np.full(n, np.nan) if mean_boundaries is None else np.asarray(mean_boundaries, np.float64)
+        heads = np.column_stack((np.asarray(areas_m2, np.float64), np.asarray(perimeters_m, np.float64),
+                                 np.asarray(mean_probabilities, np.float64), edges))
+        pos = self._file.tell()
+        parts = []
+        for wkb, head in zip(wkbs, heads.tolist(), strict=True):
+            self._offsets.append(pos)
+            parts.append(_HEAD.pack(len(wkb), *head))
+            parts.append(wkb)
+            pos += _HEAD.size + len(wkb)
+        self._file.write(b"".join(parts))
+        keys = np.asarray(keys, np.float64).reshape(n, 3)
+        self._rows.extend(keys[:, 0].tolist())
+        self._cols.extend(keys[:, 1].tolist())
+        self._ties.extend(keys[:, 2].tolist())
+
+    def chunks(self, max_bytes: int = 16 << 20) -> Iterator[tuple[list[bytes], np.ndarray]]:
+        """Every field in output order (top-to-bottom, left-to-right), in chunks of at most about ``max_bytes``
+        of WKB: (WKB geometries, float64 (n, 4) area_m2, perimeter_m, mean_probability, mean_boundary with NaN
+        where unknown)."""
+        order = np.lexsort((np.arange(len(self)), np.frombuffer(self._ties, dtype=np.float64),
+                            np.frombuffer(self._cols, dtype=np.float64), np.frombuffer(self._rows, dtype=np.float64)))
+        self._file.flush()
+        wkbs, heads, size = [], [], 0
+        for k in order.tolist():
+            self._file.seek(self._offsets[k])
+            n, *head = _HEAD.unpack(self._file.read(_HEAD.size))
+            wkbs.append(self._file.read(n))
+            heads.append(head)
+            size += n
+            if size >= max_bytes:
+                yield wkbs, np.array(heads, dtype=np.float64)
+                wkbs, heads, size = [], [], 0
+        if wkbs:
+            yield wkbs, np.array(heads, dtype=np.float64)
+
     def records(self) -> Iterator[tuple[object, float | None, float | None, float, float | None]]:
         """(geometry, area_m2, perimeter_m, mean_probability, mean_boundary) of every field, top-to-bottom,
         left-to-right."""
         import shapely
 
-        order = np.lexsort((np.arange(len(self)), np.frombuffer(self._ties, dtype=np.float64),
-                            np.frombuffer(self._cols, dtype=np.float64), np.frombuffer(self._rows, dtype=np.float64)))
-        self._file.flush()
-        for k in order.tolist():
-            self._file.seek(self._offsets[k])
-            n, a, p, prob, edge = _HEAD.unpack(self._file.read(_HEAD.size))
-            geom = shapely.from_wkb(self._file.read(n))
-            yield geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge
+        for wkbs, heads in self.chunks():
+            geoms = shapely.from_wkb(wkbs)
+            for geom, (a, p, prob, edge) in zip(geoms.tolist(), heads.tolist(), strict=True):
+                yield geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge
 
     def close(self) -> None:
         """Close and delete the file."""

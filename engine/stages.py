@@ -467,6 +467,8 @@ class WriteFields:
     keep: bool = True
 
     def run(self, ctx: RunContext) -> None:
+        import shapely
+
         ctx.callbacks.progress(0.97, "writing fields")
         with ctx.timer("write_vector"):
             ctx.field_count = len(ctx.spool)
@@ -475,12 +477,18 @@ class WriteFields:
             boundary = "boundary" in getattr(ctx.ensemble, "channels", ())
             writer = (FieldWriter(self.vector_path, ctx.source.crs, boundary=boundary)
                       if self.vector_path is not None else None)
-            for k, (geom, a, p, prob, edge) in enumerate(ctx.spool.records(), start=1):
-                record = FieldRecord(k, geom, a, p, prob, edge)
+            first = 1
+            for wkbs, attributes in ctx.spool.chunks():
+                ids = np.arange(first, first + len(wkbs), dtype=np.int64)
+                first += len(wkbs)
                 if writer is not None:
-                    writer.add(record)
+                    writer.write_chunk(ids, wkbs, attributes)
                 if self.keep:
-                    ctx.records.append(record)
+                    ctx.records.extend(FieldRecord(k, geom, *(None if v != v else v for v in (a, p)), prob,
+                                                   None if edge != edge else edge)
+                                       for k, geom, (a, p, prob, edge) in zip(
+                                           ids.tolist(), shapely.from_wkb(wkbs).tolist(), attributes.tolist(),
+                                           strict=True))
             if writer is not None:
                 writer.close()
 

@@ -504,8 +504,25 @@ def order_key(poly_px) -> tuple[float, float, float]:
     return float(y0), float(x0), float(coords[coords[:, 1] == y0, 0].min())
 
 
+def order_keys(polys_px: np.ndarray) -> np.ndarray:
+    """:func:`order_key` of many pixel-space polygons at once: object array (n,) -> float64 (n, 3)."""
+    import shapely
+
+    coords, which = shapely.get_coordinates(shapely.get_exterior_ring(polys_px), return_index=True)
+    out = np.empty((len(polys_px), 3), np.float64)
+    if not len(polys_px):
+        return out
+    starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])  # rings are never empty, come in order
+    out[:, 0] = np.minimum.reduceat(coords[:, 1], starts)
+    out[:, 1] = np.minimum.reduceat(coords[:, 0], starts)
+    on_top = coords[:, 1] == out[which, 0]
+    out[:, 2] = np.minimum.reduceat(np.where(on_top, coords[:, 0], np.inf), starts)
+    return out
+
+
 def to_map(geom, transform):
-    """Pixel-coordinate shapely geometry -> map coordinates through the affine ``transform``."""
+    """Pixel-coordinate shapely geometry (or object array of them) -> the same in map coordinates through the
+    affine ``transform``."""
     import shapely
 
     t = transform

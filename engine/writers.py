@@ -93,8 +93,22 @@ class FieldWriter:
         if self._chunk or not self._written:
             self._flush()
 
+    def write_chunk(self, ids: np.ndarray, wkbs, attributes: np.ndarray) -> None:
+        """Write many records at once, straight from WKB (what is queued by :meth:`add` goes first): int64 (n,)
+        ids, their WKB polygons and float64 (n, 4) area_m2, perimeter_m, mean_probability, mean_boundary (NaN
+        = unknown/NULL). GeoJSON is held until :meth:`close` like :meth:`add`'s records."""
+        if self.driver == "GeoJSON":
+            import shapely
+
+            for k, geom, (a, p, prob, edge) in zip(np.asarray(ids).tolist(), shapely.from_wkb(wkbs).tolist(),
+                                                   np.asarray(attributes).tolist(), strict=True):
+                self._chunk.append(_record(k, geom, a, p, prob, edge))
+            return
+        if self._chunk:
+            self._flush()
+        self._write(np.asarray(ids, np.int64), np.array(wkbs, dtype=object), np.asarray(attributes, np.float64))
+
     def _flush(self) -> None:
-        import pyogrio.raw
         import shapely
 
         records = self._chunk
@@ -102,19 +116,23 @@ class FieldWriter:
         def column(values):
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
+        attributes = np.column_stack([
+            column(r.area_m2 for r in records), column(r.perimeter_m for r in records),
+            column(r.mean_probability for r in records), column(r.mean_boundary for r in records)]).reshape(-1, 4)
+        geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
+        self._write(np.array([r.id for r in records], dtype=np.int64), geometry, attributes)
+        self._chunk, self._vertices = [], 0
+
+    def _write(self, ids: np.ndarray, geometry: np.ndarray, attributes: np.ndarray) -> None:
+        import pyogrio.raw
+
+        area, perimeter_m, prob, edge = attributes.T if len(attributes) else np.zeros((4, 0))
         perimeter = "perim_m" if self.driver == "ESRI Shapefile" else "perimeter_m"
         fields = ["id", "area_m2", "area_ha", perimeter, "mean_prob"]
-        data = [
-            np.array([r.id for r in records], dtype=np.int64),
-            column(r.area_m2 for r in records),
-            column(r.area_ha for r in records),
-            column(r.perimeter_m for r in records),
-            column(round(r.mean_probability, 6) for r in records),
-        ]
+        data = [ids, area, area / 10_000.0, perimeter_m, np.round(prob, 6)]
         if self.boundary:
             fields.append("edge_conf")
-            data.append(column(None if r.mean_boundary is None else round(r.mean_boundary, 6) for r in records))
-        geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
+            data.append(np.round(edge, 6))
         layer = self.path.stem.lstrip(".").split(".part-")[0]
         gpkg = self.driver == "GPKG"
         pyogrio.raw.write(
@@ -123,6 +141,10 @@ class FieldWriter:
             dataset_options={"VERSION": "1.2"} if gpkg and not self._written else None,  # QGIS 3.22: not 1.4
             append=self._written > 0,
         )
-        self._written += len(records)
-        self._chunk, self._vertices = [], 0
+        self._written += len(ids)
 
+
+def _record(k: int, geom, a: float, p: float, prob: float, edge: float):
+    from .result import FieldRecord
+
+    return FieldRecord(k, geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge)
