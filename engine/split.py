@@ -24,7 +24,9 @@ the cropland area), in three steps:
    through cropland, up to ``grow_px`` steps (a seeded watershed on the distance, which is an exact breadth-first
    flood): it links to its neighbour one step nearer, the first of up, left, right, down (fixed order, so the
    result does not depend on labels or strip layout). Cropland beyond ``grow_px`` from every seed (a narrow
-   strip of pure edge) stays a field of its own.
+   strip of pure edge) stays a field of its own, except a pixel with no such neighbour (where the fronts of two
+   seeds meet just past ``grow_px``), which joins its neighbour reached at ``grow_px`` like a grown pixel rather
+   than become a field of one pixel.
 
 The result is expressed as *links* between 4-neighbouring cropland pixels (two seeds that touch, a grown pixel
 and its parent, two unreached pixels that touch): a field is a connected component of the link graph, and
@@ -93,9 +95,10 @@ class SplitParams:
     @property
     def halo(self) -> int:
         """Rows of context a strip needs on each side for exact links: a pixel's seeds look ``context`` rows
-        away, its distance ``grow_px`` more, its parent one more, and the links down (and the outline flags) of
+        away, its distance ``grow_px`` more (one more for a pixel left alone past it), its parent one more, and the
+        links down (and the outline flags) of
         the strip's last (first) row need the parent of the row below (above) it."""
-        return self.context + self.grow_px + 2
+        return self.context + self.grow_px + 3
 
     @property
     def label_context(self) -> int:
@@ -228,8 +231,8 @@ def _grow(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: Sp
     if params.seed_opening_px:
         s = params.seed_opening_px
         seeds = cv2.morphologyEx(seeds, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * s + 1,) * 2))
-    if not 0 < params.grow_px < int(_FAR):
-        raise ValueError(f"grow_px must be 1..{int(_FAR) - 1}, got {params.grow_px}")
+    if not 0 < params.grow_px < int(_FAR) - 1:
+        raise ValueError(f"grow_px must be 1..{int(_FAR) - 2}, got {params.grow_px}")
     # A pixel reached at step s is still free after steps 0 .. s - 1, so its distance is the number of steps it
     # stayed free: summed with OpenCV's saturating add (a few ms a step) rather than written per step.
     free = cv2.subtract(m.view(np.uint8), seeds)  # cropland not reached yet
@@ -246,6 +249,19 @@ def _grow(mask: np.ndarray, prob: np.ndarray, cue: np.ndarray | None, params: Sp
     del front, seeds
     np.putmask(dist, free.view(bool) | ~m, _FAR)  # never reached, and not cropland
     del free
+    # a pixel left alone where the fronts of two seeds meet just past grow_px steps (no unreached 4-neighbour)
+    # joins a neighbour reached at grow_px rather than becoming a field of one pixel
+    lost = m & (dist == _FAR)
+    alone = lost.copy()
+    alone[1:] &= ~lost[:-1]
+    alone[:-1] &= ~lost[1:]
+    alone[:, 1:] &= ~lost[:, :-1]
+    alone[:, :-1] &= ~lost[:, 1:]
+    if alone.any():
+        edge = (dist == params.grow_px).view(np.uint8)
+        reached = cv2.dilate(edge, cross).view(bool)
+        np.putmask(dist, alone & reached, np.uint8(params.grow_px + 1))
+    del lost, alone
     # neighbours' distances (the far value outside the window: no parent there)
     nearer = dist - np.uint8(1)  # (wraps on seeds and far pixels, which are never grown)
     grown = m & (dist > 0) & (dist < _FAR)

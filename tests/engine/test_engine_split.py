@@ -352,3 +352,39 @@ def test_label_seams_label_each_band_by_its_own_links(seed):
         cut = set(zip(within[on].tolist(), whole[lo:hi][on].tolist(), strict=True))
         severed += len(cut) - len({b for _, b in cut})  # pieces of a field joined only outside the band
     assert severed  # the layout has them
+
+
+def test_a_pixel_left_alone_where_two_fronts_meet_joins_a_neighbour():
+    """A 1-px corridor between two seeds 26 px apart, cut everywhere between them, grown 12 steps from each: the
+    pixel in the middle (13 steps from both) joins the left field (first of up, left, right, down) instead of
+    becoming a field of one pixel."""
+    mask = np.ones((1, 27), np.uint8)
+    boundary = np.full((1, 27), 0.9, np.float32)
+    boundary[0, [0, 26]] = 0.1
+    params = SplitParams(method="boundary", grow_px=12, seed_opening_px=0)
+    right, down, _, _ = split_links(mask, np.full((1, 27), 0.9, np.float32), boundary, params)
+    assert right[0].tolist() == [True] * 13 + [False] + [True] * 12 + [False]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_one_pixel_fields_where_fronts_meet_and_the_same_for_any_strip_height(seed):
+    """Cropland cut all over but for many small seed squares: where the fronts of two seeds meet diagonally just
+    past grow_px, pixels are left alone (no unreached 4-neighbour); each joins a neighbour's field, none becomes a
+    field of one pixel, and the fields are the same whatever the strip height."""
+    from engine.split import _grow
+
+    rng = np.random.default_rng(seed)
+    h, w = 90, 110
+    mask = np.ones((h, w), np.uint8)
+    boundary = np.full((h, w), 0.9, np.float32)
+    for y, x in rng.integers(0, (h - 3, w - 3), size=(120, 2)):
+        boundary[y:y + 3, x:x + 3] = 0.1
+    probs = np.stack([np.full((h, w), 0.9, np.float32), boundary], axis=-1)
+    params = SplitParams(method="boundary", grow_px=5, seed_opening_px=1)
+    _, _, dist, _ = _grow(mask, probs[..., 0], boundary, params)
+    assert (dist == params.grow_px + 1).sum() > 5  # the pixels the rule is for are there
+    whole = _fields(mask, probs, params, strip_rows=h, band_rows=h)
+    assert sum(f.polygon.area for f in whole) == mask.sum()
+    assert min(f.pixels for f in whole) > 1
+    for strip_rows in (7, 13, 40):
+        assert _key(_fields(mask, probs, params, strip_rows=strip_rows, band_rows=17, seed=seed)) == _key(whole)
