@@ -1,10 +1,12 @@
 """Cropland mask -> field polygons, strip by strip, without seams.
 
-Each strip of rows is labelled into 4-connected components (OpenCV) and each component is traced by GDAL's
-polygonize (``rasterio.features.shapes``), which gives exact pixel-edge outlines with holes. All geometry is kept
-in *pixel* coordinates (integers, exact), so fragments of one field cut by a strip boundary share identical edges:
-they are found by comparing the labels on both sides of the seam (union-find), and a field is handed over as soon
-as none of its pixels lie on the last row added, so only the fields still open are held. Fragments are merged by
+Each strip of rows is labelled into 4-connected components (OpenCV) and every component is traced at once
+(:func:`engine.trace.trace_labels`: OpenCV's contours on the labels, exact pixel-edge outlines with holes; GDAL's
+polygonize for the few it cannot take). A field none of whose pixels lie on the strip's first or last row is
+complete there, and all of these become polygons in one GEOS call. All geometry is kept in *pixel* coordinates
+(integers, exact), so fragments of one field cut by a strip boundary share identical edges: they are found by
+comparing the labels on both sides of the seam (union-find), and a field is handed over as soon as none of its
+pixels lie on the last row added, so only the fields still open are held. Fragments are merged by
 cancelling the unit edges they share along the seams and joining what is left into rings (:func:`stitch_fragments`:
 array work, exact; why not GEOS's coverage union: ``python -m bench.vectorize --seams``, docs/BENCHMARKS.md §6).
 4-connectivity keeps two fields that only touch at a corner (across a one-pixel diagonal road) apart.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .areas import AreaModel
+from .trace import trace_labels
 
 
 @dataclass
@@ -257,9 +260,16 @@ def _polygons(rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
 
     points = np.concatenate([p for p, _ in rings]).astype(np.float64)
     sizes = np.concatenate([s for _, s in rings])
-    per_polygon = np.array([len(s) for _, s in rings])
+    return _polygons_from(points, sizes, np.array([len(s) for _, s in rings]))
+
+
+def _polygons_from(points: np.ndarray, sizes: np.ndarray, rings_per_polygon: np.ndarray) -> np.ndarray:
+    """float64 (n, 2) vertices of rings of ``sizes`` vertices each, ``rings_per_polygon`` rings (shell first) a
+    polygon -> object array of shapely Polygons."""
+    import shapely
+
     made = shapely.linearrings(points, indices=_ring_index(sizes)[0])
-    return shapely.polygons(made, indices=np.repeat(np.arange(len(rings)), per_polygon))
+    return shapely.polygons(made, indices=np.repeat(np.arange(len(rings_per_polygon)), rings_per_polygon))
 
 
 def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[float, ...]):
@@ -325,6 +335,7 @@ class StripVectorizer:
         self._split = False  # whether any strip came with a split's links
         self.geos_unions = 0  # fields merged by GEOS's union (split fields whose pieces may touch in a strip)
         self._next_row0 = 0
+        self._done: list[Field] = []  # fields completed within one strip, not taken yet
 
     @property
     def held_vertices(self) -> int:
@@ -358,38 +369,56 @@ class StripVectorizer:
         else:
             self._split = True
             n, labels = _link_components(binary, split.right, split.down)
-        on = binary.astype(bool)
-        inside = labels[on]
-        counts = np.bincount(inside, minlength=n)
-        sums = (np.bincount(inside, weights=np.nan_to_num(prob[on], nan=0.0), minlength=n)
-                if prob is not None else np.zeros(n))
-        del inside
+        # label 0 (off the mask) takes the NaNs of invalid pixels; labels > 0 are on the mask, where prob is finite
+        flat = labels.reshape(-1)
+        counts = np.bincount(flat, minlength=n)
+        sums = (np.bincount(flat, weights=prob.reshape(-1), minlength=n) if prob is not None else np.zeros(n))
+        if not np.isfinite(sums[1:]).all():  # NaN on the mask (not from the engine's own stages)
+            sums = np.bincount(flat, weights=np.nan_to_num(prob.reshape(-1), nan=0.0), minlength=n)
         edge_sums = edge_counts = None
         if split is not None and split.boundary is not None:
-            ring = split.edge & on
-            edge_counts = np.bincount(labels[ring], minlength=n)
-            edge_sums = np.bincount(labels[ring], weights=np.nan_to_num(split.boundary[ring], nan=0.0), minlength=n)
+            on_edge = np.flatnonzero(split.edge)  # (cropland pixels only)
+            edge_counts = np.bincount(flat[on_edge], minlength=n)
+            edge_sums = np.bincount(flat[on_edge], weights=split.boundary.reshape(-1)[on_edge], minlength=n)
+        # a field none of whose pixels lie on the strip's first or last row is complete (a 4-connected piece
+        # of one label, as labels never join across the rows around the strip without crossing those rows)
+        inner = np.ones(n, bool)
+        inner[labels[0]] = inner[labels[-1]] = False
         offset = self._next_id - 1
         self._next_id += max(n - 1, 0)
         if n > 1:
-            for geom, value in shapes(labels, mask=on, connectivity=4,
-                                      transform=Affine.translation(0, row0)):
-                label = int(value)
-                rings = geom["coordinates"]
-                points = np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32)
-                sizes = np.array([len(r) for r in rings], dtype=np.int32)
-                gid = offset + label
-                if gid in self._fragments:  # a label of a split strip in several pieces: one field, joined
-                    extra, self._next_id = self._next_id, self._next_id + 1
-                    self._uf.union(gid, extra)
-                    self._fragments[extra] = _Fragment(points, sizes, 0.0, 0, None if edge_sums is None else 0.0,
-                                                       strip=len(self._seams), label=gid)
-                    continue
-                frag = _Fragment(points, sizes, float(sums[label]), int(counts[label]), strip=len(self._seams),
-                                 label=gid)
-                if edge_sums is not None:
-                    frag.edge_sum, frag.edge_pixels = float(edge_sums[label]), int(edge_counts[label])
-                self._fragments[gid] = frag
+            traced = trace_labels(labels, counts)
+            # fields complete in this strip: polygons in one GEOS call
+            done = inner[traced.labels]
+            ring_done = np.repeat(done, traced.rings_per_label)
+            pts = traced.points.astype(np.float64)
+            pts[:, 1] += row0
+            if done.any():
+                self._done.extend(_complete_fields(pts[np.repeat(ring_done, traced.sizes)], traced.sizes[ring_done],
+                                                   traced.rings_per_label[done], traced.labels[done], sums, counts,
+                                                   edge_sums, edge_counts))
+            # the others, as fragments to join across the seams
+            keep = ~ring_done
+            closed, closed_sizes = _close_rings(pts[np.repeat(keep, traced.sizes)].astype(np.int32),
+                                                traced.sizes[keep])
+            ends = np.cumsum(traced.rings_per_label[~done])
+            vertex_ends = np.cumsum(closed_sizes)
+            lo = 0
+            for label, end in zip(traced.labels[~done].tolist(), ends.tolist(), strict=True):
+                a = vertex_ends[lo - 1] if lo else 0
+                self._add_fragment(offset, label, closed[a:vertex_ends[end - 1]], closed_sizes[lo:end], sums, counts,
+                                   edge_sums, edge_counts)
+                lo = end
+            # labels OpenCV could not trace as 4-connected regions: GDAL's polygonize on their box
+            for label, (x0, y0, x1, y1) in zip(traced.redo.tolist(), traced.redo_boxes.tolist(), strict=True):
+                piece = (labels[y0:y1, x0:x1] == label).astype(np.uint8)
+                for geom, _ in shapes(piece, mask=piece.astype(bool), connectivity=4,
+                                      transform=Affine.translation(x0, y0 + row0)):
+                    rings = geom["coordinates"]
+                    self._add_fragment(offset, label,
+                                       np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32),
+                                       np.array([len(r) for r in rings], dtype=np.int32), sums, counts, edge_sums,
+                                       edge_counts)
         if self._last_row is not None and n > 1:
             above, below = self._last_row, labels[0]
             touching = (above > 0) & (below > 0)
@@ -404,10 +433,26 @@ class StripVectorizer:
             self._last_down = split.down[-1].copy()
         self._last_row = last
 
+    def _add_fragment(self, offset: int, label: int, points: np.ndarray, sizes: np.ndarray, sums, counts, edge_sums,
+                      edge_counts) -> None:
+        """One traced piece of ``label`` of the strip just added: closed integer rings, shell first."""
+        gid = offset + label
+        if gid in self._fragments:  # a label of a split strip in several pieces: one field, joined
+            extra, self._next_id = self._next_id, self._next_id + 1
+            self._uf.union(gid, extra)
+            self._fragments[extra] = _Fragment(points, sizes, 0.0, 0, None if edge_sums is None else 0.0,
+                                               strip=len(self._seams), label=gid)
+            return
+        frag = _Fragment(points, sizes, float(sums[label]), int(counts[label]), strip=len(self._seams), label=gid)
+        if edge_sums is not None:
+            frag.edge_sum, frag.edge_pixels = float(edge_sums[label]), int(edge_counts[label])
+        self._fragments[gid] = frag
+
     def pop_finished(self, everything: bool = False) -> list[Field]:
         """Fields none of whose pixels lie on the last row added (they cannot grow any more), merged across
         seams and forgotten by the vectorizer; with ``everything``, all fields held (call after the last strip).
         Ordered top-to-bottom, left-to-right."""
+        out, self._done = self._done, []
         open_roots = set()
         if not everything and self._last_row is not None:
             open_roots = {self._uf.find(int(g)) for g in np.unique(self._last_row) if g > 0}
@@ -417,7 +462,7 @@ class StripVectorizer:
             if root not in open_roots:
                 groups.setdefault(root, []).append(gid)
         seams = tuple(self._seams)
-        out, single = [], []
+        single = []
         for members in groups.values():
             frags = [self._fragments.pop(g) for g in members]
             for g in members:
@@ -453,6 +498,32 @@ class StripVectorizer:
         """Every field not taken yet by :meth:`pop_finished`, fragments merged across strip seams, ordered
         top-to-bottom, left-to-right."""
         return self.pop_finished(everything=True)
+
+
+def _complete_fields(points: np.ndarray, sizes: np.ndarray, rings_per_field: np.ndarray, labels: np.ndarray,
+                     sums: np.ndarray, counts: np.ndarray, edge_sums: np.ndarray | None,
+                     edge_counts: np.ndarray | None) -> list[Field]:
+    """Fields traced whole within one strip -> :class:`Field` objects, their polygons made in one GEOS call.
+
+    ``points``: float64 (n, 2) vertices of their rings, field by field, shell first; ``sizes``: vertices per ring;
+    ``rings_per_field`` and ``labels``: per field; ``sums``/``counts`` (and the edge ones, or None) per label of
+    the strip."""
+    made = _polygons_from(points, sizes, rings_per_field)
+    if edge_sums is None:
+        return [Field(poly, s, c) for poly, s, c in zip(made.tolist(), sums[labels].tolist(),
+                                                        counts[labels].tolist(), strict=True)]
+    return [Field(poly, s, c, e, ec) for poly, s, c, e, ec in zip(
+        made.tolist(), sums[labels].tolist(), counts[labels].tolist(), edge_sums[labels].tolist(),
+        edge_counts[labels].astype(np.int64).tolist(), strict=True)]
+
+
+def _close_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open rings (concatenated ``points``, ``sizes``) -> the same rings closed (each ending on its first vertex)."""
+    first = np.cumsum(sizes) - sizes
+    out = sizes + 1
+    at = np.arange(int(out.sum())) - np.repeat(np.cumsum(out) - out, out)  # 0 .. size within each ring
+    at[at == np.repeat(sizes, out)] = 0
+    return points[at + np.repeat(first, out)], out
 
 
 def _union_within_strips(frags: list[_Fragment]) -> list[tuple[np.ndarray, np.ndarray]]:
