@@ -8,7 +8,7 @@ background road around each 600 x 500 tile so fields do not merge across tiles. 
   vectorising stage on a mask file;
 * ``gdal``: ``rasterio.features.shapes`` (GDAL polygonize, 4-connected) on the whole band read at once, each
   polygon turned into a shapely geometry;
-* ``engine-geos``: the engine with its seam stitcher (``engine.vectorize.stitch_fragments``) switched off, so every
+* ``engine-geos``: the engine with its seam stitcher (``engine.vectorize.stitch_many``) switched off, so every
   field cut by strip seams is merged by the fallback, GEOS's coverage union of its fragments.
 
 ``--seams`` is the case the stitcher exists for: the label mosaic without roads between tiles (``--gap 0``), so
@@ -64,7 +64,7 @@ def vectorize_engine_geos(mask: Path) -> tuple[int, float]:
     """(polygon count, total area m²) with the engine's strip vectoriser, fragments merged by GEOS only."""
     import engine.vectorize
 
-    engine.vectorize.stitch_fragments = lambda fragments, seam_ys: None  # merge_fragments then takes the fallback
+    engine.vectorize.stitch_many = lambda fields, seam_ys: [None] * len(fields)  # then GEOS's fallback
     return vectorize_engine(mask)
 
 

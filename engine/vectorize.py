@@ -135,29 +135,38 @@ def _duplicated(keys: np.ndarray, times: int | None = None) -> np.ndarray:
 
 
 def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.ndarray, np.ndarray] | None:
-    """Merge fragments of one field that meet only along horizontal seam rows into its rings.
+    """:func:`stitch_many` for one field."""
+    return stitch_many([fragments], seam_ys)[0]
 
-    ``fragments``: per fragment, (points (n, 2) int32, sizes (R,)) of its closed rings in pixel coordinates,
-    concatenated, shell first. All rings are
-    turned so that the field lies on their left (shells with positive shoelace area). Horizontal edges on a
-    seam row are split into unit edges; a unit edge found twice (the upper fragment's bottom and the lower
-    one's top) is interior, and both copies go. The rest is cut into runs at those gaps and at every vertex
-    that rings share, and the runs are joined end to start into rings; where two runs leave one vertex (the
-    field's pixels touching at a corner), the right turn joins the field there, so that what it encloses is a
-    hole touching the shell at a point (valid) rather than a ring touching itself. All of it is array work
-    except the walk over runs, whose number is that of seam crossings and shared corners; memory stays at a
-    few arrays the size of the outline (GEOS's coverage union of the same fragments needed ~200 bytes per
-    vertex and fifteen times the time).
+
+def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]], seam_ys) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Merge the fragments of each of many fields, fragments that meet only along horizontal seam rows, into the
+    field's rings; all fields at once (array work over all of their vertices).
+
+    ``fields``: per field, its fragments, each (points (n, 2) int32, sizes (R,)) of its closed rings in pixel
+    coordinates, concatenated, shell first. All rings are turned so that the field lies on their left (shells
+    with positive shoelace area). Horizontal edges on a seam row are split into unit edges; a unit edge found
+    twice in one field (the upper fragment's bottom and the lower one's top) is interior, and both copies go.
+    The rest is cut into runs at those gaps and at every vertex that rings of the field share, and the runs are
+    joined end to start into rings; where two runs leave one vertex (the field's pixels touching at a corner),
+    the right turn joins the field there, so that what it encloses is a hole touching the shell at a point
+    (valid) rather than a ring touching itself. All of it is array work except the walk over runs, whose number
+    is that of seam crossings and shared corners; memory stays at a few arrays the size of the outlines (GEOS's
+    coverage union of the same fragments needed ~200 bytes per vertex and fifteen times the time).
 
     Returns:
-        (points (n, 2) int32, ring sizes (R,)) of open rings, shell first; None when the rings are not one
-        shell with holes (never seen; the caller then falls back to GEOS).
+        per field, (points (n, 2) int32, ring sizes (R,)) of open rings, shell first; None for a field of one
+        fragment, or whose rings are not one shell with holes (never seen; the caller then falls back to GEOS).
     """
-    if len(fragments) < 2:
-        return None
-    shell = np.concatenate([np.arange(len(s)) == 0 for _, s in fragments])
-    closed = np.concatenate([s for _, s in fragments]).astype(np.int64)
-    pts = np.concatenate([p for p, _ in fragments])
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(fields)
+    todo = [k for k, frags in enumerate(fields) if len(frags) > 1]
+    if not todo:
+        return out
+    frags = [f for k in todo for f in fields[k]]
+    ring_field = np.repeat(np.arange(len(todo)), [sum(len(s) for _, s in fields[k]) for k in todo])
+    shell = np.concatenate([np.arange(len(s)) == 0 for _, s in frags])
+    closed = np.concatenate([s for _, s in frags]).astype(np.int64)
+    pts = np.concatenate([p for p, _ in frags])
     # open rings (no closing vertex), turned where needed
     sizes = closed - 1
     rid, first = _ring_index(sizes)
@@ -168,10 +177,16 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
     pts, sizes, on = _split_seam_edges(pts, sizes, seam_ys)
     rid, nxt = _ring_index(sizes)[0], _next_in_ring(sizes)
     wide = pts.astype(np.int64)
-    split = _duplicated((wide[:, 0] << 32) + wide[:, 1])
+    field = ring_field[rid]
+    # one integer per (field, x, y): vertices and seam edges are compared within a field only
+    span_x, span_y = int(wide[:, 0].max()) + 2, int(wide[:, 1].max()) + 2
+    if len(todo) * span_x * span_y >= 1 << 62:  # (never: rasters are not that large)
+        return [stitch_many([fields[k]], seam_ys)[0] if k in todo else None for k in range(len(fields))]
+    split = _duplicated((field * span_y + wide[:, 1]) * span_x + wide[:, 0])
     cancelled = np.zeros(len(pts), bool)
     idx = np.flatnonzero(on)
-    cancelled[idx[_duplicated((wide[idx, 1] << 32) + np.minimum(wide[idx, 0], wide[nxt[idx], 0]), 2)]] = True
+    seam_key = (field[idx] * span_y + wide[idx, 1]) * span_x + np.minimum(wide[idx, 0], wide[nxt[idx], 0])
+    cancelled[idx[_duplicated(seam_key, 2)]] = True
     del wide
     prev = np.empty_like(nxt)
     prev[nxt] = np.arange(len(nxt))
@@ -179,59 +194,67 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
     cut = np.bincount(rid, weights=begin, minlength=len(sizes)) > 0
     _, first = _ring_index(sizes)
 
+    out_idx, out_sizes, out_field = [np.flatnonzero(~cut[rid])], [sizes[~cut]], [ring_field[~cut]]  # uncut rings
     cut_rings = np.flatnonzero(cut)
-    if not len(cut_rings):
-        return None
-    out_idx, out_sizes = [np.flatnonzero(~cut[rid])], [sizes[~cut]]  # uncut rings as they are
-    # runs of the cut rings: rotate each to start at a begin, then split at begins and drop cancelled edges
-    begins = np.flatnonzero(begin)
-    ring_first_begin = begins[np.unique(rid[begins], return_index=True)[1]]
-    csz = sizes[cut_rings]
-    crid, cfirst = _ring_index(csz)
-    jj = np.arange(int(csz.sum())) - cfirst[crid]
-    r_of = cut_rings[crid]
-    order = first[r_of] + (ring_first_begin[crid] - first[r_of] + jj) % sizes[r_of]
-    keep = ~cancelled[order]
-    label = np.cumsum(begin[order])
-    kept = order[keep]
-    bounds = np.flatnonzero(np.diff(label[keep])) + 1
-    run_first = np.concatenate(([0], bounds))
-    run_last = np.concatenate((bounds, [len(kept)])) - 1
-    e0, e1 = kept[run_first], kept[run_last]
-    start_xy, end_xy = pts[e0], pts[nxt[e1]]
-    d_out, d_in = pts[nxt[e0]] - pts[e0], pts[nxt[e1]] - pts[e1]
-    starts: dict[tuple[int, int], list[int]] = {}
-    for k, (x, y) in enumerate(start_xy.tolist()):
-        starts.setdefault((x, y), []).append(k)
-    used = np.zeros(len(e0), bool)
-    end_list, din_list, dout_list = end_xy.tolist(), d_in.tolist(), d_out.tolist()
-    for r0 in range(len(e0)):
-        if used[r0]:
+    if len(cut_rings):
+        # runs of the cut rings: rotate each to start at a begin, then split at begins and drop cancelled edges
+        begins = np.flatnonzero(begin)
+        ring_first_begin = begins[np.unique(rid[begins], return_index=True)[1]]
+        csz = sizes[cut_rings]
+        crid, cfirst = _ring_index(csz)
+        jj = np.arange(int(csz.sum())) - cfirst[crid]
+        r_of = cut_rings[crid]
+        order = first[r_of] + (ring_first_begin[crid] - first[r_of] + jj) % sizes[r_of]
+        keep = ~cancelled[order]
+        label = np.cumsum(begin[order])
+        kept = order[keep]
+        bounds = np.flatnonzero(np.diff(label[keep])) + 1
+        run_first = np.concatenate(([0], bounds))
+        run_last = np.concatenate((bounds, [len(kept)])) - 1
+        e0, e1 = kept[run_first], kept[run_last]
+        start_xy, end_xy = pts[e0], pts[nxt[e1]]
+        d_out, d_in = pts[nxt[e0]] - pts[e0], pts[nxt[e1]] - pts[e1]
+        run_field = field[e0].tolist()
+        starts: dict[tuple[int, int, int], list[int]] = {}
+        for k, (x, y) in enumerate(start_xy.tolist()):
+            starts.setdefault((run_field[k], x, y), []).append(k)
+        used = np.zeros(len(e0), bool)
+        end_list, din_list, dout_list = end_xy.tolist(), d_in.tolist(), d_out.tolist()
+        for r0 in range(len(e0)):
+            if used[r0]:
+                continue
+            used[r0] = True
+            chain, cur = [r0], r0
+            while True:
+                options = [k for k in starts[(run_field[cur], *end_list[cur])] if k == r0 or not used[k]]
+                if len(options) > 1:
+                    (ix, iy) = din_list[cur]
+                    options.sort(key=lambda k: ix * dout_list[k][1] - iy * dout_list[k][0])
+                cur = options[0]
+                if cur == r0:
+                    break
+                used[cur] = True
+                chain.append(cur)
+            out_idx.append(np.concatenate([kept[run_first[k]:run_last[k] + 1] for k in chain]))
+            out_sizes.append([len(out_idx[-1])])
+            out_field.append([run_field[r0]])
+    ring_sizes = np.concatenate(out_sizes).astype(np.int64)
+    ring_of_field = np.concatenate(out_field).astype(np.int64)
+    ring_pts = pts[np.concatenate(out_idx)]
+    area = _twice_area(ring_pts, ring_sizes)
+    # per field: its shell (the one ring of positive area) first, then its holes
+    order = np.lexsort((area <= 0, ring_of_field))
+    starts_at = np.cumsum(ring_sizes) - ring_sizes
+    shells = np.bincount(ring_of_field, weights=area > 0, minlength=len(todo))
+    rings_per = np.bincount(ring_of_field, minlength=len(todo))
+    ring_end = np.cumsum(rings_per)
+    for f, k in enumerate(todo):
+        if shells[f] != 1:
             continue
-        used[r0] = True
-        chain, cur = [r0], r0
-        while True:
-            options = [k for k in starts[tuple(end_list[cur])] if k == r0 or not used[k]]
-            if len(options) > 1:
-                (ix, iy) = din_list[cur]
-                options.sort(key=lambda k: ix * dout_list[k][1] - iy * dout_list[k][0])
-            cur = options[0]
-            if cur == r0:
-                break
-            used[cur] = True
-            chain.append(cur)
-        out_idx.append(np.concatenate([kept[run_first[k]:run_last[k] + 1] for k in chain]))
-        out_sizes.append([len(out_idx[-1])])
-    out_sizes = np.concatenate(out_sizes)
-    out_pts = pts[np.concatenate(out_idx)]
-    area = _twice_area(out_pts, out_sizes)
-    if (area > 0).sum() != 1:
-        return None
-    s = int(np.argmax(area > 0))
-    if s:
-        order = np.argsort(_ring_index(out_sizes)[0] != s, kind="stable")
-        out_pts, out_sizes = out_pts[order], np.concatenate(([out_sizes[s]], np.delete(out_sizes, s)))
-    return out_pts, out_sizes
+        rings = order[ring_end[f] - rings_per[f]:ring_end[f]]
+        take = np.concatenate([np.arange(starts_at[r], starts_at[r] + ring_sizes[r]) for r in rings])
+        out[k] = (ring_pts[take], ring_sizes[rings])
+    return out
 
 
 def _drop_collinear_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,6 +305,13 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
     stitched = stitch_fragments(fragments, seam_ys)
     if stitched is not None:
         return _polygon(*_drop_collinear_rings(*stitched))
+    return _merge_geos(fragments, seam_ys)
+
+
+def _merge_geos(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[float, ...]):
+    """:func:`merge_fragments` by GEOS's coverage union (on unit seam edges), when the stitcher gives up."""
+    import shapely
+
     dense = [_polygon(*_split_seam_edges(*_open_rings(points, sizes), seam_ys)[:2]) for points, sizes in fragments]
     merged = shapely.coverage_union_all(dense)
     if merged.geom_type == "MultiPolygon":  # the largest part, should the union not be connected
@@ -462,7 +492,7 @@ class StripVectorizer:
             if root not in open_roots:
                 groups.setdefault(root, []).append(gid)
         seams = tuple(self._seams)
-        single = []
+        single, stitch = [], []
         for members in groups.values():
             frags = [self._fragments.pop(g) for g in members]
             for g in members:
@@ -470,7 +500,10 @@ class StripVectorizer:
             if len(frags) == 1:
                 poly = None  # made below, with every other field of one fragment, in one call
                 single.append((len(out), frags[0]))
-            elif self._split and len({(f.strip, f.label) for f in frags}) > len({f.strip for f in frags}):
+            elif not self._split or len({(f.strip, f.label) for f in frags}) == len({f.strip for f in frags}):
+                poly = None  # stitched below, with every other such field, in one call
+                stitch.append((len(out), frags))
+            else:
                 # split fields only (without a split, fragments of one strip touch others only along seams, as a
                 # U whose arms join below does; so do pieces of one label): two labels of one strip, joined by
                 # links elsewhere, may touch along any edge (they were cut apart, and grown back into one field
@@ -479,14 +512,25 @@ class StripVectorizer:
                 # (engine.split.field_labels), so this is rare.
                 self.geos_unions += 1
                 poly = merge_fragments(_union_within_strips(frags), seams)
-            else:
-                poly = merge_fragments([(f.points, f.sizes) for f in frags], seams)
             edge = None if frags[0].edge_sum is None else sum(f.edge_sum for f in frags)
             out.append(Field(poly, sum(f.prob_sum for f in frags), sum(f.pixels for f in frags), edge,
                              sum(f.edge_pixels for f in frags)))
         if single:
             for (i, _), poly in zip(single, _polygons([(f.points, f.sizes) for _, f in single]), strict=True):
                 out[i].polygon = poly
+        if stitch:
+            fragments = [[(f.points, f.sizes) for f in frags] for _, frags in stitch]
+            stitched = stitch_many(fragments, seams)
+            done = [(i, rings) for (i, _), rings in zip(stitch, stitched, strict=True) if rings is not None]
+            for (i, _), frags, rings in zip(stitch, fragments, stitched, strict=True):
+                if rings is None:
+                    out[i].polygon = _merge_geos(frags, seams)
+            if done:
+                points, sizes = _drop_collinear_rings(np.concatenate([p for _, (p, _) in done]),
+                                                      np.concatenate([z for _, (_, z) in done]))
+                made = _polygons_from(points.astype(np.float64), sizes, np.array([len(z) for _, (_, z) in done]))
+                for (i, _), poly in zip(done, made.tolist(), strict=True):
+                    out[i].polygon = poly
         if out:
             import shapely
 

@@ -267,7 +267,7 @@ def test_geos_fallback_merges_the_same(monkeypatch):
     rng = np.random.default_rng(11)
     mask = (rng.random((60, 50)) < 0.75).astype(np.uint8)
     stitched = sorted(fields_in_strips(mask, 4), key=lambda f: (f.pixels, f.polygon.bounds))
-    monkeypatch.setattr(vectorize, "stitch_fragments", lambda *_: None)
+    monkeypatch.setattr(vectorize, "stitch_many", lambda fields, _seams: [None] * len(fields))
     unioned = sorted(fields_in_strips(mask, 4), key=lambda f: (f.pixels, f.polygon.bounds))
     assert len(unioned) == len(stitched) and any(len(f.polygon.interiors) for f in stitched)
     for a, b in zip(stitched, unioned, strict=True):
