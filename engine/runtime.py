@@ -17,98 +17,29 @@ GDAL_CACHE_MIN, GDAL_CACHE_MAX = 32 * 2**20, 256 * 2**20
 
 
 class StageTimer:
-    """Wall time per stage (``seconds``) and CPU time (``cpu_seconds``: on a shared machine the stage's own cost,
-    where wall time also counts waiting for a core); nested stages are exclusive (an inner stage's time is not
-    counted in the outer). Stages may run in several threads (each thread nests its own): on the thread that made
-    the timer, a stage's CPU time is the process's (user + system, all threads: ONNX Runtime's pool included) less
-    what stages on other threads spent meanwhile; on another thread it is that thread's own CPU time."""
+    """Wall time per stage (``seconds``) and the process's CPU time (user + system, all threads) during it
+    (``cpu_seconds``: on a shared machine the stage's own cost, where wall time also counts waiting for a core);
+    nested stages are exclusive (an inner stage's time is not counted in the outer)."""
 
     def __init__(self) -> None:
-        import threading
-
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._owner = threading.get_ident()
-        self._others_cpu = 0.0  # CPU seconds of stages finished on other threads
+        self._stack: list[list] = []
 
     @contextmanager
     def __call__(self, name: str):
-        import threading
-
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        owner = threading.get_ident() == self._owner
-        start, cpu = time.perf_counter(), self._cpu(owner)
-        stack.append([name, 0.0, 0.0])
+        start, cpu = time.perf_counter(), _process_cpu()
+        self._stack.append([name, 0.0, 0.0])
         try:
             yield
         finally:
-            _, inner, inner_cpu = stack.pop()
-            spent, spent_cpu = time.perf_counter() - start, self._cpu(owner) - cpu
-            with self._lock:
-                self.seconds[name] = self.seconds.get(name, 0.0) + spent - inner
-                self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + spent_cpu - inner_cpu
-                if not owner and not stack:
-                    self._others_cpu += spent_cpu
-            if stack:
-                stack[-1][1] += spent
-                stack[-1][2] += spent_cpu
-
-    def _cpu(self, owner: bool) -> float:
-        return _process_cpu() - self._others_cpu if owner else time.thread_time()
-
-
-class Behind:
-    """Calls run in order on one worker thread, at most ``depth`` calls behind the caller (memory stays bounded).
-
-    Use as a context manager: :meth:`submit` calls; leaving the block waits for those queued (or, when the block
-    raised, drops them) and re-raises the first error a call raised, which :meth:`submit` also raises as soon as
-    it is known (later calls are dropped)."""
-
-    def __init__(self, depth: int = 2):
-        import queue
-        import threading
-
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._error: BaseException | None = None
-        self._drop = False
-        self._thread = threading.Thread(target=self._work, name="cropland-behind", daemon=True)
-
-    def __enter__(self) -> Behind:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._drop = True
-        self._queue.put(None)
-        self._thread.join()
-        if exc_type is None:
-            self._raise()
-
-    def submit(self, fn, *args) -> None:
-        """Queue ``fn(*args)`` (blocks while ``depth`` calls are waiting); raises a queued call's error."""
-        self._raise()
-        self._queue.put((fn, args))
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None and not self._drop:
-                fn, args = item
-                try:
-                    fn(*args)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    self._error = exc
+            _, inner, inner_cpu = self._stack.pop()
+            spent, spent_cpu = time.perf_counter() - start, _process_cpu() - cpu
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent - inner
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + spent_cpu - inner_cpu
+            if self._stack:
+                self._stack[-1][1] += spent
+                self._stack[-1][2] += spent_cpu
 
 
 def _process_cpu() -> float:

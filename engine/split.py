@@ -449,8 +449,7 @@ class RegionCounter:
                     uf.union(a, b)
                     self.regions -= 1
             if uf.parent:
-                values, inverse = np.unique(last, return_inverse=True)
-                last = np.array([uf.find(v) if v else 0 for v in values.tolist()], dtype=ids.dtype)[inverse]
+                last = np.array([uf.find(v) if v else 0 for v in last.tolist()], dtype=ids.dtype)
         self._last = last.copy()
 
 

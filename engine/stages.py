@@ -29,7 +29,7 @@ from .masks import NODATA as MASK_NODATA
 from .masks import cropland, decode, encode
 from .resample import ModelGridSpool, WarpedSource
 from .result import FieldRecord
-from .runtime import STRIP_ROWS, Behind, iter_strips, release_heap
+from .runtime import STRIP_ROWS, iter_strips, release_heap
 from .split import cue_name, field_stage, image_edges
 from .writers import FieldWriter, RowWriter, raster_profile
 
@@ -219,21 +219,10 @@ class Infer:
             for sink in self.sinks:
                 sink.close()
             return
-        blender = StripBlender(grid, self.emit_to(ctx, rows_from(keep_from, hand_on), len(names), keep_from),
-                               len(names))
-
-        def blend(batch, prob, valid) -> None:
-            with timer("blend"):
-                for (i, j, _, _), p, v in zip(batch, prob, valid, strict=True):
-                    if first <= i < rows.stop:
-                        blender.add(i, j, p, v)
-                        if j == last_col:
-                            blender.finish_row(i)
-
-        # Blending and everything behind it (split, fields, rasters) run on a thread of their own, a batch or two
-        # behind inference: on a CPU they fill the cores ONNX Runtime leaves idle between its parallel sections.
-        with ThreadPoolExecutor(1) as pool, Behind() as behind, \
+        with ThreadPoolExecutor(1) as pool, \
                 tqdm(total=len(tiles), unit="tile", disable=not cb.show_bar, file=cb.bar_file, leave=False) as bar:
+            blender = StripBlender(grid, self.emit_to(ctx, rows_from(keep_from, hand_on), len(names), keep_from),
+                                   len(names))
             future = pool.submit(read_batch, batches[0])
             done = 0
             for k in range(len(batches)):
@@ -245,13 +234,18 @@ class Infer:
                 with timer("inference"):
                     prob = (ens.predict(raw, valid, ctx.stretch, ctx.options.tta, cue) if cue is not None else
                             ens.predict(raw, valid, ctx.stretch, ctx.options.tta))
-                behind.submit(blend, batches[k], prob, valid)
+                with timer("blend"):
+                    for (i, j, _, _), p, v in zip(batches[k], prob, valid, strict=True):
+                        if first <= i < rows.stop:
+                            blender.add(i, j, p, v)
+                            if j == last_col:
+                                blender.finish_row(i)
                 done += len(batches[k])
                 bar.update(len(batches[k]))
                 cb.progress(0.85 * done / len(tiles), f"tile {done}/{len(tiles)}")
-        self.finish_blending(ctx, hand_on)
-        for sink in self.sinks:
-            sink.close()
+            self.finish_blending(ctx, hand_on)
+            for sink in self.sinks:
+                sink.close()
 
     def emit_to(self, ctx: RunContext, emit, channels: int, keep_from: int):
         """Where the blender's rows go: ``emit`` (rows from ``keep_from`` on to the sinks); a resampled run sends
