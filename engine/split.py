@@ -449,7 +449,8 @@ class RegionCounter:
                     uf.union(a, b)
                     self.regions -= 1
             if uf.parent:
-                last = np.array([uf.find(v) if v else 0 for v in last.tolist()], dtype=ids.dtype)
+                values, inverse = np.unique(last, return_inverse=True)
+                last = np.array([uf.find(v) if v else 0 for v in values.tolist()], dtype=ids.dtype)[inverse]
         self._last = last.copy()
 
 
