@@ -31,6 +31,14 @@ class FieldRecord:
         """Area in hectares (None when areas are unknown)."""
         return None if self.area_m2 is None else self.area_m2 / 10_000.0
 
+    @classmethod
+    def of(cls, id_: int, geometry, area_m2: float, perimeter_m: float, mean_probability: float,
+           mean_boundary: float) -> FieldRecord:
+        """A record from plain floats, NaN meaning unknown (as the spool and the vector writer hold them)."""
+        return cls(id_, geometry, None if area_m2 != area_m2 else area_m2,
+                   None if perimeter_m != perimeter_m else perimeter_m, mean_probability,
+                   None if mean_boundary != mean_boundary else mean_boundary)
+
 
 @dataclass
 class ExtractionResult:

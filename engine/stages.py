@@ -484,11 +484,8 @@ class WriteFields:
                 if writer is not None:
                     writer.write_chunk(ids, wkbs, attributes)
                 if self.keep:
-                    ctx.records.extend(FieldRecord(k, geom, *(None if v != v else v for v in (a, p)), prob,
-                                                   None if edge != edge else edge)
-                                       for k, geom, (a, p, prob, edge) in zip(
-                                           ids.tolist(), shapely.from_wkb(wkbs).tolist(), attributes.tolist(),
-                                           strict=True))
+                    ctx.records.extend(FieldRecord.of(k, geom, *row) for k, geom, row in zip(
+                        ids.tolist(), shapely.from_wkb(wkbs).tolist(), attributes.tolist(), strict=True))
             if writer is not None:
                 writer.close()
 

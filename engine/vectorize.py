@@ -139,7 +139,8 @@ def stitch_fragments(fragments: list[list[np.ndarray]], seam_ys) -> tuple[np.nda
     return stitch_many([fragments], seam_ys)[0]
 
 
-def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]], seam_ys) -> list[tuple[np.ndarray, np.ndarray] | None]:
+def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
+                seam_ys) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Merge the fragments of each of many fields, fragments that meet only along horizontal seam rows, into the
     field's rings; all fields at once (array work over all of their vertices).
 
@@ -280,7 +281,6 @@ def _polygon(points: np.ndarray, sizes: np.ndarray):
 def _polygons(rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Many :func:`_polygon` calls in one: per polygon (points, sizes) of its rings, shell first -> an object
     array of shapely Polygons (one GEOS call for all, not two per polygon)."""
-    import shapely
 
     points = np.concatenate([p for p, _ in rings]).astype(np.float64)
     sizes = np.concatenate([s for _, s in rings])
@@ -299,7 +299,6 @@ def _polygons_from(points: np.ndarray, sizes: np.ndarray, rings_per_polygon: np.
 def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[float, ...]):
     """Union of pixel-space polygons (each (points, sizes) of its closed integer rings, shell first) that meet
     only along the horizontal ``seam_ys`` rows (one field cut into strips) -> one shapely Polygon."""
-    import shapely
 
     if len(fragments) == 1:
         return _polygon(*_drop_collinear_rings(*_open_rings(*fragments[0])))

@@ -100,9 +100,11 @@ class FieldWriter:
         if self.driver == "GeoJSON":
             import shapely
 
-            for k, geom, (a, p, prob, edge) in zip(np.asarray(ids).tolist(), shapely.from_wkb(wkbs).tolist(),
-                                                   np.asarray(attributes).tolist(), strict=True):
-                self._chunk.append(_record(k, geom, a, p, prob, edge))
+            from .result import FieldRecord
+
+            rows = zip(np.asarray(ids).tolist(), shapely.from_wkb(wkbs).tolist(), np.asarray(attributes).tolist(),
+                       strict=True)
+            self._chunk.extend(FieldRecord.of(k, geom, *row) for k, geom, row in rows)
             return
         if self._chunk:
             self._flush()
@@ -142,9 +144,3 @@ class FieldWriter:
             append=self._written > 0,
         )
         self._written += len(ids)
-
-
-def _record(k: int, geom, a: float, p: float, prob: float, edge: float):
-    from .result import FieldRecord
-
-    return FieldRecord(k, geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge)

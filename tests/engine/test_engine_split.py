@@ -362,7 +362,7 @@ def test_a_pixel_left_alone_where_two_fronts_meet_joins_a_neighbour():
     boundary = np.full((1, 27), 0.9, np.float32)
     boundary[0, [0, 26]] = 0.1
     params = SplitParams(method="boundary", grow_px=12, seed_opening_px=0)
-    right, down, _, _ = split_links(mask, np.full((1, 27), 0.9, np.float32), boundary, params)
+    right, _, _, _ = split_links(mask, np.full((1, 27), 0.9, np.float32), boundary, params)
     assert right[0].tolist() == [True] * 13 + [False] + [True] * 12 + [False]
 
 

@@ -55,7 +55,7 @@ def test_voronoi_fields_with_pepper_are_traced_as_gdal_traces_them(seed):
     # 4-connected pieces of one cell become labels of their own (as the vectoriser's labels are)
     out = np.zeros_like(labels)
     for value in np.unique(labels[labels > 0]):
-        n, comp = cv2.connectedComponents((labels == value).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        _, comp = cv2.connectedComponents((labels == value).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
         out[comp > 0] = comp[comp > 0] + out.max()
     traced, _ = _check(out)
     assert traced > 20
