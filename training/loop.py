@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,14 @@ from engine.masks import cropland
 from engine.metadata import ModelMetadata
 from engine.metrics import boundary_f1, metrics_from_counts, pixel_metrics
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .data import IGNORE, Raster
-from .errors import CheckpointError, TrainingError
+from .errors import TrainingError
 from .losses import SegmentationLoss
 from .models import build_model
 from .models.registry import SIZE_MULTIPLE, load_weights
 from .predict import predict_probabilities
+from .run import end_epoch, make_optimiser, new_state, resume, save_epoch
 
 EPOCH_METRICS = ("iou", "f1", "precision", "recall", "accuracy", "boundary_f1")
 
@@ -130,17 +130,6 @@ def evaluate(model: torch.nn.Module, rasters: list[Raster], cfg: FitConfig, devi
     return out, probs
 
 
-def _make_scheduler(opt: torch.optim.Optimizer, cfg: FitConfig, total: int):
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 2),
-                                                   pct_start=0.15, div_factor=10.0, final_div_factor=100.0)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1), eta_min=cfg.lr / 100)
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    raise TrainingError(f"--schedule must be onecycle, cosine or constant, got {cfg.schedule!r}.")
-
-
 def build_metadata(cfg: FitConfig, train: list[Raster], metrics: dict[str, Any],
                    extra: list[Raster] | None = None) -> ModelMetadata:
     """The :class:`ModelMetadata` a model trained with ``cfg`` on ``train`` (+ ``extra``) carries."""
@@ -214,29 +203,13 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
     if cfg.weights:
         loaded, skipped = load_weights(model, cfg.weights)
         log(f"initial weights from {cfg.weights}: {len(loaded)} tensors loaded, {len(skipped)} skipped")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * cfg.steps_per_epoch
-    sched = _make_scheduler(opt, cfg, total)  # --max-steps stops early but keeps the schedule, so runs resume
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimiser = make_optimiser(model, cfg, device)
+    total = optimiser.total
     loss_fn = SegmentationLoss(cfg.ce_weight, cfg.dice_weight, cfg.boundary_weight)
-    state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = new_state()
     if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
-        if ck["args"]["arch"] != cfg.arch:
-            raise CheckpointError(f"--resume {cfg.resume} holds a {ck['args']['arch']} model, "
-                                  f"not {cfg.arch}.")
-        for key in ("epochs", "steps_per_epoch", "schedule"):
-            if ck["args"][key] != getattr(cfg, key):
-                raise CheckpointError(f"--resume {cfg.resume} was trained with {key} = {ck['args'][key]}; "
-                                      "resume with the same value.")
-        model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        state.update({k: ck[k] for k in state})
-        log(f"resumed from {cfg.resume} at epoch {state['epoch']}, step {state['step']}")
+        resume(cfg.resume, model, optimiser, state,
+               {key: getattr(cfg, key) for key in ("arch", "epochs", "steps_per_epoch", "schedule")}, log)
     extra = extra or []
     weights = None
     if extra:
@@ -250,11 +223,6 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
         f"{len(extra)} extra, {len(val)} validation, {len(test)} test; "
         f" {total} steps of {cfg.batch_size} x {cfg.tile} px")
 
-    def payload(metadata: ModelMetadata) -> dict[str, Any]:
-        return {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), **{k: state[k] for k in state}, "args": asdict(cfg),
-                "metadata": asdict(metadata)}
-
     t_start = time.time()
     try:
         while state["epoch"] < cfg.epochs and state["step"] < total:
@@ -267,36 +235,24 @@ def fit(cfg: FitConfig, train: list[Raster], val: list[Raster] | None = None,
                 xb, yb = sampler.batch(state["step"], cfg.batch_size)
                 x = torch.from_numpy(xb).to(device)
                 y = torch.from_numpy(yb).to(device)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=torch.float16, enabled=optimiser.use_amp):
                     loss = loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+                optimiser.step(loss)
                 state["step"] += 1
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             state["epoch"] += 1
             row: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"],
-                                   "train_loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                                   "train_loss": float(np.mean(losses)), "lr": optimiser.sched.get_last_lr()[0],
                                    "seconds": round(time.time() - t_start, 1)}
             for prefix, rasters in (("val", val), ("test", test)):
                 if rasters:
                     m, _ = evaluate(model, rasters, cfg, device)
                     row.update({f"{prefix}_{k}": m[k] for k in EPOCH_METRICS})
             state["history"].append(row)
-            score = row.get("val_f1", state["epoch"])  # no validation: the latest epoch is the best
-            improved = score > state["best_score"] + 1e-4
-            if improved:
-                state["best_score"], state["best_epoch"], state["bad_epochs"] = score, state["epoch"], 0
-            else:
-                state["bad_epochs"] += 1
+            improved = end_epoch(state, row.get("val_f1", state["epoch"]))  # no validation: the latest is best
             metrics = {k[4:]: round(v, 5) for k, v in row.items() if k.startswith("val_")}
-            meta = build_metadata(cfg, train, metrics, extra)
-            save_checkpoint(out / "last.pt", payload(meta))
-            if improved:
-                save_checkpoint(out / "best.pt", payload(meta))
+            save_epoch(out, model, optimiser, state, cfg, build_metadata(cfg, train, metrics, extra), improved)
             _write_history(out, state["history"])
             shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.endswith(("loss", "_iou", "_f1")))
             log(f"epoch {state['epoch']} step {state['step']} {shown} ({row['seconds']:.0f} s)")

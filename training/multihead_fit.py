@@ -17,7 +17,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ import torch
 
 from engine.metadata import ModelMetadata
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets.scene import IGNORE, Scene
 from .errors import CheckpointError, TrainingError
-from .loop import Interrupted, _make_scheduler, resolve_device, seed_everything
+from .loop import Interrupted, resolve_device, seed_everything
 from .models.registry import SIZE_MULTIPLE
+from .run import end_epoch, make_optimiser, new_state, resume, save_epoch
 
 KIND = "multihead"
 DEFAULT_STRETCH = "percentile"
@@ -248,26 +248,13 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     model = MultiHeadNet(cfg.arch, 3, cfg.distance, cfg.width, cfg.decoder_channels).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * cfg.steps_per_epoch
-    sched = _make_scheduler(opt, cfg, total)
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimiser = make_optimiser(model, cfg, device)
+    total = optimiser.total
     loss_fn = MultiHeadLoss(cfg.boundary_weight, cfg.boundary_pos_weight, cfg.distance_weight)
-    state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = new_state()
     if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
-        for key in ("arch", "epochs", "steps_per_epoch", "schedule", "distance", "kind", "datasets", "gsd_m"):
-            if ck["args"].get(key) != getattr(cfg, key):
-                raise CheckpointError(f"--resume {cfg.resume} was trained with {key} = {ck['args'].get(key)}; "
-                                      f"this run has {getattr(cfg, key)}. Resume with the same value.")
-        model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        state.update({k: ck[k] for k in state})
-        say(f"resumed from {cfg.resume} at epoch {state['epoch']}, step {state['step']}")
+        keys = ("arch", "epochs", "steps_per_epoch", "schedule", "distance", "kind", "datasets", "gsd_m")
+        resume(cfg.resume, model, optimiser, state, {key: getattr(cfg, key) for key in keys}, say)
     sampler = MultiHeadSampler(train, cfg.tile, cfg.mean, cfg.std, (cfg.scale_min, cfg.scale_max), cfg.augment,
                                cfg.seed, cfg.set_shares)
     n_params = sum(p.numel() for p in model.parameters())
@@ -283,21 +270,17 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
                 xb, tb = sampler.batch(state["step"], cfg.batch_size)
                 x = torch.from_numpy(xb).to(device)
                 targets = {k: torch.from_numpy(v).to(device) for k, v in tb.items()}
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=torch.float16, enabled=optimiser.use_amp):
                     scores = model(x)
                 loss, parts = loss_fn(scores, targets)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+                optimiser.step(loss)
                 state["step"] += 1
                 for k, v in {"loss": float(loss.detach()), **parts}.items():
                     terms.setdefault(k, []).append(v)
             state["epoch"] += 1
             row: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"],
                                    **{f"train_{k}": round(float(np.mean(v)), 5) for k, v in terms.items()},
-                                   "lr": sched.get_last_lr()[0]}
+                                   "lr": optimiser.sched.get_last_lr()[0]}
             last = state["epoch"] >= cfg.epochs or state["step"] >= total
             validate = bool(val) and (last or state["epoch"] % max(cfg.val_every, 1) == 0)
             metrics = (evaluate_scenes(torch_heads(model, cfg.mean, cfg.std, device), val, cfg.tile, cfg.overlap)
@@ -311,18 +294,9 @@ def fit_multihead(cfg: MultiHeadConfig, train: list[Scene], val: list[Scene], lo
             else:
                 sc = -math.inf  # not validated this epoch: cannot become best.pt
             state["history"].append(row)
-            improved = sc > state["best_score"] + 1e-4
-            if improved:
-                state["best_score"], state["best_epoch"], state["bad_epochs"] = sc, state["epoch"], 0
-            else:
-                state["bad_epochs"] += 1
-            meta = build_metadata(cfg, train, {"validation": metrics, "score": row.get("val_score")})
-            payload = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), **{k: state[k] for k in state}, "args": asdict(cfg),
-                       "metadata": asdict(meta)}
-            save_checkpoint(out / "last.pt", payload)
-            if improved:
-                save_checkpoint(out / "best.pt", payload)
+            improved = end_epoch(state, sc)
+            save_epoch(out, model, optimiser, state, cfg,
+                       build_metadata(cfg, train, {"validation": metrics, "score": row.get("val_score")}), improved)
             _write_csv(out / "metrics.csv", state["history"])
             shown = f"score {sc:.4f}" if "val_score" in row else "not validated"
             say(f"epoch {state['epoch']} step {state['step']} loss {row['train_loss']:.4f} {shown} "
