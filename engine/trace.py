@@ -14,6 +14,9 @@ dropped, so the rings come out as the exact, axis-parallel pixel outlines GDAL d
 OpenCV follows regions 8-connected, fields are 4-connected: where a region's pixels touch only at a corner, a ring
 may pass through that corner twice (a pinch), and one label may give several outer rings. Such labels are
 returned as ``redo`` for the caller to trace with GDAL (rare: tests/engine/test_engine_trace.py).
+
+The 2x labels take 16 bytes per pixel of the strip; a strip wider than :data:`MAX_BYTES` allows (32,768 px at 256
+rows) is left to GDAL whole (:func:`traceable`), so that memory does not jump on very wide rasters.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+MAX_BYTES = 128 << 20  # the 2x labels of one strip at most
+
+
+def traceable(labels: np.ndarray) -> bool:
+    """Whether :func:`trace_labels` takes this (h, w) label image within :data:`MAX_BYTES`."""
+    return labels.size * 16 <= MAX_BYTES
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .areas import AreaModel
-from .trace import trace_labels
+from .trace import trace_labels, traceable
 
 
 @dataclass
@@ -416,7 +416,14 @@ class StripVectorizer:
         inner[labels[0]] = inner[labels[-1]] = False
         offset = self._next_id - 1
         self._next_id += max(n - 1, 0)
-        if n > 1:
+        if n > 1 and not traceable(labels):  # a very wide strip: GDAL's polygonize, every field a fragment
+            for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(0, row0)):
+                rings = geom["coordinates"]
+                self._add_fragment(offset, int(value),
+                                   np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32),
+                                   np.array([len(r) for r in rings], dtype=np.int32), sums, counts, edge_sums,
+                                   edge_counts)
+        elif n > 1:
             traced = trace_labels(labels, counts)
             # fields complete in this strip: polygons in one GEOS call
             done = inner[traced.labels]

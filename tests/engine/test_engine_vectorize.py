@@ -309,3 +309,15 @@ def test_simplified_coverage_does_not_depend_on_the_order_of_the_fields():
     again = simplify_fields([polys[k] for k in perm], 1.5, 90, 80)
     assert all(shapely.equals(once[k], again[i]) for i, k in enumerate(perm.tolist()))
     assert sum(len(p.exterior.coords) for p in once) < sum(len(p.exterior.coords) for p in polys)
+
+
+def test_strips_too_wide_for_the_tracer_give_the_same_fields(monkeypatch):
+    """Past engine.trace.MAX_BYTES a strip goes to GDAL's polygonize whole: the same fields as the tracer's."""
+    import engine.trace
+
+    rng = np.random.default_rng(5)
+    mask = (rng.random((70, 90)) < 0.7).astype(np.uint8)
+    traced = sorted(shapely.normalize(f.polygon).wkb for f in fields_in_strips(mask, 9))
+    monkeypatch.setattr(engine.trace, "MAX_BYTES", 16)
+    polygonized = sorted(shapely.normalize(f.polygon).wkb for f in fields_in_strips(mask, 9))
+    assert polygonized == traced and len(traced) > 10
