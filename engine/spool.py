@@ -79,21 +79,27 @@ class FieldSpool:
         """Every field in output order (top-to-bottom, left-to-right), in chunks of at most about ``max_bytes``
         of WKB: (WKB geometries, float64 (n, 4) area_m2, perimeter_m, mean_probability, mean_boundary with NaN
         where unknown)."""
+        import mmap
+
         order = np.lexsort((np.arange(len(self)), np.frombuffer(self._ties, dtype=np.float64),
                             np.frombuffer(self._cols, dtype=np.float64), np.frombuffer(self._rows, dtype=np.float64)))
         self._file.flush()
-        wkbs, heads, size = [], [], 0
-        for k in order.tolist():
-            self._file.seek(self._offsets[k])
-            n, *head = _HEAD.unpack(self._file.read(_HEAD.size))
-            wkbs.append(self._file.read(n))
-            heads.append(head)
-            size += n
-            if size >= max_bytes:
+        if not len(self):
+            return
+        # mapped rather than read: one seek and two reads per field cost more than the rest of writing it
+        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            wkbs, heads, size = [], [], 0
+            offsets = np.frombuffer(self._offsets, dtype=np.int64)[order].tolist()
+            for at in offsets:
+                n, *head = _HEAD.unpack_from(mapped, at)
+                wkbs.append(mapped[at + _HEAD.size:at + _HEAD.size + n])
+                heads.append(head)
+                size += n
+                if size >= max_bytes:
+                    yield wkbs, np.array(heads, dtype=np.float64)
+                    wkbs, heads, size = [], [], 0
+            if wkbs:
                 yield wkbs, np.array(heads, dtype=np.float64)
-                wkbs, heads, size = [], [], 0
-        if wkbs:
-            yield wkbs, np.array(heads, dtype=np.float64)
 
     def records(self) -> Iterator[tuple[object, float | None, float | None, float, float | None]]:
         """(geometry, area_m2, perimeter_m, mean_probability, mean_boundary) of every field, top-to-bottom,
