@@ -438,19 +438,19 @@ class RegionCounter:
 
         n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
         self.regions += n - 1
-        ids = np.where(labels > 0, labels + (self._next - 1), 0)
+        offset = np.int64(self._next - 1)  # region ids run on across strips; only the edge rows need them
+        top, last = (np.where(labels[r] > 0, labels[r] + offset, 0) for r in (0, -1))
         self._next += max(n - 1, 0)
-        last = ids[-1]
         if self._last is not None:
-            touching = (self._last > 0) & (ids[0] > 0)
+            touching = (self._last > 0) & (top > 0)
             uf = _UnionFind()
-            for a, b in set(zip(self._last[touching].tolist(), ids[0][touching].tolist(), strict=True)):
+            for a, b in set(zip(self._last[touching].tolist(), top[touching].tolist(), strict=True)):
                 if uf.find(a) != uf.find(b):
                     uf.union(a, b)
                     self.regions -= 1
             if uf.parent:
                 values, inverse = np.unique(last, return_inverse=True)
-                last = np.array([uf.find(v) if v else 0 for v in values.tolist()], dtype=ids.dtype)[inverse]
+                last = np.array([uf.find(v) if v else 0 for v in values.tolist()], dtype=last.dtype)[inverse]
         self._last = last.copy()
 
 

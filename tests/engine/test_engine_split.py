@@ -388,3 +388,21 @@ def test_no_one_pixel_fields_where_fronts_meet_and_the_same_for_any_strip_height
     assert min(f.pixels for f in whole) > 1
     for strip_rows in (7, 13, 40):
         assert _key(_fields(mask, probs, params, strip_rows=strip_rows, band_rows=17, seed=seed)) == _key(whole)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_counter_fed_strips_counts_the_whole_masks_regions(seed):
+    """The report's `regions` (4-connected cropland regions, what --split none gives) from strips of random heights
+    equal the whole mask's count, with regions that wind through many strips."""
+    import cv2
+
+    from engine.split import RegionCounter
+
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((120, 80)) < 0.55).astype(np.uint8)
+    counter, row = RegionCounter(), 0
+    while row < mask.shape[0]:
+        n = int(rng.integers(1, 12))
+        counter.add(mask[row:row + n])
+        row += n
+    assert counter.regions == cv2.connectedComponents(mask, connectivity=4)[0] - 1 > 20
