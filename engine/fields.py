@@ -75,15 +75,17 @@ class FieldBuilder:
         if self.opts.simplify_m > 0:
             self._held.extend(kept_fields)
         elif kept_fields:
-            self._spool(kept_fields, [f.polygon for f in kept_fields])
+            self._spool(kept_fields)
 
-    def _spool(self, fields: list[Field], polys_px: list) -> None:
-        """Fields and their (possibly simplified) pixel-space polygons -> the spool, in map coordinates with their
-        areas and perimeters (a few GEOS calls for all of them)."""
+    def _spool(self, fields: list[Field], polys_px: list | None = None) -> None:
+        """Fields -> the spool, in map coordinates with their areas and perimeters (a few GEOS calls for all of
+        them); ``polys_px``: their simplified pixel-space polygons to store instead of their own (the order keys
+        come from their own)."""
         import shapely
 
-        geoms = to_map(np.array(polys_px, dtype=object), self.transform)
+        own = np.array([f.polygon for f in fields], dtype=object)
+        geoms = to_map(own if polys_px is None else np.array(polys_px, dtype=object), self.transform)
         areas, perimeters = self.area.areas_perimeters(geoms)
         edges = None if fields[0].edge_sum is None else [f.mean_boundary for f in fields]
         self.spool.add_many(shapely.to_wkb(geoms), areas, perimeters, [f.mean_probability for f in fields],
-                            order_keys(np.array([f.polygon for f in fields], dtype=object)), edges)
+                            order_keys(own), edges)

@@ -42,16 +42,10 @@ class FieldSpool:
         None."""
         import shapely
 
-        wkb = shapely.to_wkb(geometry)
-        self._offsets.append(self._file.tell())
-        self._rows.append(row)
-        self._cols.append(col)
-        self._ties.append(tie)
         nan = float("nan")
-        self._file.write(_HEAD.pack(len(wkb), nan if area_m2 is None else area_m2,
-                                    nan if perimeter_m is None else perimeter_m, mean_probability,
-                                    nan if mean_boundary is None else mean_boundary))
-        self._file.write(wkb)
+        self.add_many([shapely.to_wkb(geometry)], [nan if area_m2 is None else area_m2],
+                      [nan if perimeter_m is None else perimeter_m], [mean_probability], [(row, col, tie)],
+                      [nan if mean_boundary is None else mean_boundary])
 
     def add_many(self, wkbs, areas_m2: np.ndarray, perimeters_m: np.ndarray, mean_probabilities: np.ndarray,
                  keys: np.ndarray, mean_boundaries: np.ndarray | None = None) -> None:
@@ -100,16 +94,6 @@ class FieldSpool:
                     wkbs, heads, size = [], [], 0
             if wkbs:
                 yield wkbs, np.array(heads, dtype=np.float64)
-
-    def records(self) -> Iterator[tuple[object, float | None, float | None, float, float | None]]:
-        """(geometry, area_m2, perimeter_m, mean_probability, mean_boundary) of every field, top-to-bottom,
-        left-to-right."""
-        import shapely
-
-        for wkbs, heads in self.chunks():
-            geoms = shapely.from_wkb(wkbs)
-            for geom, (a, p, prob, edge) in zip(geoms.tolist(), heads.tolist(), strict=True):
-                yield geom, None if a != a else a, None if p != p else p, prob, None if edge != edge else edge
 
     def close(self) -> None:
         """Close and delete the file."""

@@ -15,6 +15,10 @@ OpenCV follows regions 8-connected, fields are 4-connected: where a region's pix
 may pass through that corner twice (a pinch), and one label may give several outer rings. Such labels are
 returned as ``redo`` for the caller to trace with GDAL (rare: tests/engine/test_engine_trace.py).
 
+Rings are handled as concatenated arrays (points, vertices per ring); the helpers for them at the end
+(:func:`ring_index`, :func:`next_in_ring`, :func:`twice_area`, :func:`drop_collinear`) serve the vectoriser's seam
+stitcher too.
+
 The 2x labels take 16 bytes per pixel of the strip; a strip wider than :data:`MAX_BYTES` allows (32,768 px at 256
 rows) is left to GDAL whole (:func:`traceable`), so that memory does not jump on very wide rasters.
 """
@@ -89,9 +93,9 @@ def trace_labels(labels: np.ndarray, counts: np.ndarray | None = None) -> Traced
     old = np.flatnonzero(keep_ring)
     sizes, lab = sizes[old], lab[old]
     rid = np.searchsorted(old, rid)
-    pts, rid, sizes = _drop_repeats(pts, rid, sizes)
-    pts, rid, sizes = _drop_collinear(pts, rid, sizes)
-    area2 = _twice_area(pts, rid, len(sizes))
+    pts, sizes = drop_collinear(*_drop_repeats(pts, rid, sizes))
+    rid = ring_index(sizes)[0]
+    area2 = twice_area(pts, sizes)
     shell = area2 < 0
     # labels with one shell and no ring through a vertex twice are done; the rest go back to the caller
     shells = np.bincount(lab, weights=shell, minlength=int(lab.max()) + 1)
@@ -128,37 +132,14 @@ def trace_labels(labels: np.ndarray, counts: np.ndarray | None = None) -> Traced
                   per_label.astype(np.int64), out_labels.astype(np.int32), redo, boxes)
 
 
-def _drop_repeats(pts: np.ndarray, rid: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Drop every vertex equal to the one before it in its (cyclic) ring."""
+def _drop_repeats(pts: np.ndarray, rid: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop every vertex equal to the one before it in its (cyclic) ring: (points, sizes)."""
     first = np.cumsum(sizes) - sizes
     prev = np.arange(len(pts)) - 1
     prev[first] = first + sizes - 1
     keep = (pts != pts[prev]).any(axis=1)
     keep[first[sizes == 1]] = True
-    return pts[keep], rid[keep], np.bincount(rid[keep], minlength=len(sizes))
-
-
-def _drop_collinear(pts: np.ndarray, rid: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Drop every vertex in the middle of a straight run (its neighbours on one row or one column with it)."""
-    first = np.cumsum(sizes) - sizes
-    idx = np.arange(len(pts))
-    prev, nxt = idx - 1, idx + 1
-    prev[first] = first + sizes - 1
-    nxt[first + sizes - 1] = first
-    p, q = pts[prev], pts[nxt]
-    straight = ((p[:, 0] == pts[:, 0]) & (pts[:, 0] == q[:, 0])) | ((p[:, 1] == pts[:, 1]) & (pts[:, 1] == q[:, 1]))
-    keep = ~straight
-    return pts[keep], rid[keep], np.bincount(rid[keep], minlength=len(sizes))
-
-
-def _twice_area(pts: np.ndarray, rid: np.ndarray, rings: int) -> np.ndarray:
-    """Twice the signed shoelace area of each open cyclic ring (x right, y down)."""
-    sizes = np.bincount(rid, minlength=rings)
-    first = np.cumsum(sizes) - sizes
-    nxt = np.arange(len(pts)) + 1
-    nxt[first + sizes - 1] = first
-    x, y = pts[:, 0].astype(np.int64), pts[:, 1].astype(np.int64)
-    return np.bincount(rid, weights=x * y[nxt] - x[nxt] * y, minlength=rings)
+    return pts[keep], np.bincount(rid[keep], minlength=len(sizes))
 
 
 def _pinched_rings(pts: np.ndarray, rid: np.ndarray, rings: int, width: int) -> np.ndarray:
@@ -167,3 +148,37 @@ def _pinched_rings(pts: np.ndarray, rid: np.ndarray, rings: int, width: int) -> 
     key.sort()
     dup = key[1:][key[1:] == key[:-1]]
     return np.unique(dup // ((width + 1) * (1 << 31)))
+
+
+def ring_index(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ring sizes (R,) -> (ring id per vertex (sum,), position of the first vertex of each ring (R,))."""
+    first = np.cumsum(sizes) - sizes
+    return np.repeat(np.arange(len(sizes)), sizes), first
+
+
+def next_in_ring(sizes: np.ndarray) -> np.ndarray:
+    """Index of the next vertex of the same (open, cyclic) ring, for every vertex of concatenated rings."""
+    nxt = np.arange(int(sizes.sum())) + 1
+    last = np.cumsum(sizes) - 1
+    nxt[last] = last - sizes + 1
+    return nxt
+
+
+def twice_area(points: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Twice the signed (shoelace) area of each open cyclic ring of concatenated ``points`` (sum(sizes), 2)."""
+    nxt = next_in_ring(sizes)
+    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    cross = x * y[nxt] - x[nxt] * y  # exact: pixel corners are small integers
+    del x, y, nxt
+    return np.bincount(ring_index(sizes)[0], weights=cross, minlength=len(sizes))
+
+
+def drop_collinear(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open cyclic rings of axis-parallel edges -> the same without vertices in the middle of a straight run."""
+    nxt = next_in_ring(sizes)
+    prev = np.empty_like(nxt)
+    prev[nxt] = np.arange(len(nxt))
+    p, q = points[prev], points[nxt]
+    straight = ((p[:, 0] == points[:, 0]) & (points[:, 0] == q[:, 0])) | \
+               ((p[:, 1] == points[:, 1]) & (points[:, 1] == q[:, 1]))
+    return points[~straight], np.bincount(ring_index(sizes)[0][~straight], minlength=len(sizes))

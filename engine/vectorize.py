@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .areas import AreaModel
-from .trace import trace_labels, traceable
+from .trace import drop_collinear, next_in_ring, ring_index, trace_labels, traceable, twice_area
 
 
 @dataclass
@@ -71,35 +71,12 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _ring_index(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ring sizes (R,) -> (ring id per vertex (sum,), position of the first vertex of each ring (R,))."""
-    first = np.cumsum(sizes) - sizes
-    return np.repeat(np.arange(len(sizes)), sizes), first
-
-
-def _next_in_ring(sizes: np.ndarray) -> np.ndarray:
-    """Index of the next vertex of the same (open, cyclic) ring, for every vertex of concatenated rings."""
-    nxt = np.arange(int(sizes.sum())) + 1
-    last = np.cumsum(sizes) - 1
-    nxt[last] = last - sizes + 1
-    return nxt
-
-
-def _twice_area(points: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Twice the signed (shoelace) area of each open cyclic ring of concatenated ``points`` (sum(sizes), 2)."""
-    nxt = _next_in_ring(sizes)
-    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
-    cross = x * y[nxt] - x[nxt] * y  # exact: pixel corners are small integers
-    del x, y, nxt
-    return np.bincount(_ring_index(sizes)[0], weights=cross, minlength=len(sizes))
-
-
 def _split_seam_edges(points: np.ndarray, sizes: np.ndarray, seam_ys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Open cyclic rings (concatenated ``points``, ``sizes``) -> the same rings with every horizontal edge that
     lies on one of the ``seam_ys`` rows split into unit edges, and per vertex whether the edge leaving it lies on
     a seam. Fragments of one field then share their seam edges exactly (an exactly noded coverage)."""
-    rid = _ring_index(sizes)[0]
-    a, b = points, points[_next_in_ring(sizes)]
+    rid = ring_index(sizes)[0]
+    a, b = points, points[next_in_ring(sizes)]
     on = (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], np.asarray(list(seam_ys), dtype=np.int64))
     dx = b[:, 0] - a[:, 0]
     n = np.where(on, np.abs(dx), 1).astype(np.int64)
@@ -112,13 +89,13 @@ def _split_seam_edges(points: np.ndarray, sizes: np.ndarray, seam_ys) -> tuple[n
 def _unit_edges(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Open cyclic rings of axis-parallel edges between integer points -> the same rings with every edge cut
     into edges of length 1."""
-    a, b = points.astype(np.int64), points[_next_in_ring(sizes)].astype(np.int64)
+    a, b = points.astype(np.int64), points[next_in_ring(sizes)].astype(np.int64)
     d = b - a
     n = np.maximum(np.abs(d).sum(axis=1), 1)
     t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     out = np.repeat(a, n, axis=0)
     out += t[:, None] * np.repeat(np.sign(d), n, axis=0)
-    return out, np.bincount(np.repeat(_ring_index(sizes)[0], n), minlength=len(sizes))
+    return out, np.bincount(np.repeat(ring_index(sizes)[0], n), minlength=len(sizes))
 
 
 def _open_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,13 +148,13 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
     pts = np.concatenate([p for p, _ in frags])
     # open rings (no closing vertex), turned where needed
     sizes = closed - 1
-    rid, first = _ring_index(sizes)
+    rid, first = ring_index(sizes)
     j = np.arange(int(sizes.sum())) - first[rid]
     src_first = np.cumsum(closed) - closed
-    flip = (_twice_area(pts[src_first[rid] + j], sizes) > 0) != shell
+    flip = (twice_area(pts[src_first[rid] + j], sizes) > 0) != shell
     pts = pts[src_first[rid] + np.where(flip[rid], sizes[rid] - 1 - j, j)]
     pts, sizes, on = _split_seam_edges(pts, sizes, seam_ys)
-    rid, nxt = _ring_index(sizes)[0], _next_in_ring(sizes)
+    rid, nxt = ring_index(sizes)[0], next_in_ring(sizes)
     wide = pts.astype(np.int64)
     field = ring_field[rid]
     # one integer per (field, x, y): vertices and seam edges are compared within a field only
@@ -194,7 +171,7 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
     prev[nxt] = np.arange(len(nxt))
     begin = ~cancelled & (cancelled[prev] | split)
     cut = np.bincount(rid, weights=begin, minlength=len(sizes)) > 0
-    _, first = _ring_index(sizes)
+    _, first = ring_index(sizes)
 
     out_idx, out_sizes, out_field = [np.flatnonzero(~cut[rid])], [sizes[~cut]], [ring_field[~cut]]  # uncut rings
     cut_rings = np.flatnonzero(cut)
@@ -203,7 +180,7 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
         begins = np.flatnonzero(begin)
         ring_first_begin = begins[np.unique(rid[begins], return_index=True)[1]]
         csz = sizes[cut_rings]
-        crid, cfirst = _ring_index(csz)
+        crid, cfirst = ring_index(csz)
         jj = np.arange(int(csz.sum())) - cfirst[crid]
         r_of = cut_rings[crid]
         order = first[r_of] + (ring_first_begin[crid] - first[r_of] + jj) % sizes[r_of]
@@ -243,7 +220,7 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
     ring_sizes = np.concatenate(out_sizes).astype(np.int64)
     ring_of_field = np.concatenate(out_field).astype(np.int64)
     ring_pts = pts[np.concatenate(out_idx)]
-    area = _twice_area(ring_pts, ring_sizes)
+    area = twice_area(ring_pts, ring_sizes)
     # per field: its shell (the one ring of positive area) first, then its holes
     order = np.lexsort((area <= 0, ring_of_field))
     starts_at = np.cumsum(ring_sizes) - ring_sizes
@@ -259,22 +236,11 @@ def stitch_many(fields: list[list[tuple[np.ndarray, np.ndarray]]],
     return out
 
 
-def _drop_collinear_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Open cyclic rings of axis-parallel edges -> the same without vertices in the middle of a straight run."""
-    nxt = _next_in_ring(sizes)
-    prev = np.empty_like(nxt)
-    prev[nxt] = np.arange(len(nxt))
-    p, q = points[prev], points[nxt]
-    straight = ((p[:, 0] == points[:, 0]) & (points[:, 0] == q[:, 0])) | \
-               ((p[:, 1] == points[:, 1]) & (points[:, 1] == q[:, 1]))
-    return points[~straight], np.bincount(_ring_index(sizes)[0][~straight], minlength=len(sizes))
-
-
 def _polygon(points: np.ndarray, sizes: np.ndarray):
     """Rings (shell first), open or closed, concatenated -> shapely Polygon (shapely closes open rings)."""
     import shapely
 
-    rings = shapely.linearrings(points.astype(np.float64), indices=_ring_index(sizes)[0])
+    rings = shapely.linearrings(points.astype(np.float64), indices=ring_index(sizes)[0])
     return shapely.polygons(rings[0], holes=rings[1:] if len(rings) > 1 else None)
 
 
@@ -292,7 +258,7 @@ def _polygons_from(points: np.ndarray, sizes: np.ndarray, rings_per_polygon: np.
     polygon -> object array of shapely Polygons."""
     import shapely
 
-    made = shapely.linearrings(points, indices=_ring_index(sizes)[0])
+    made = shapely.linearrings(points, indices=ring_index(sizes)[0])
     return shapely.polygons(made, indices=np.repeat(np.arange(len(rings_per_polygon)), rings_per_polygon))
 
 
@@ -301,10 +267,10 @@ def merge_fragments(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tup
     only along the horizontal ``seam_ys`` rows (one field cut into strips) -> one shapely Polygon."""
 
     if len(fragments) == 1:
-        return _polygon(*_drop_collinear_rings(*_open_rings(*fragments[0])))
+        return _polygon(*drop_collinear(*_open_rings(*fragments[0])))
     stitched = stitch_fragments(fragments, seam_ys)
     if stitched is not None:
-        return _polygon(*_drop_collinear_rings(*stitched))
+        return _polygon(*drop_collinear(*stitched))
     return _merge_geos(fragments, seam_ys)
 
 
@@ -317,7 +283,7 @@ def _merge_geos(fragments: list[tuple[np.ndarray, np.ndarray]], seam_ys: tuple[f
     if merged.geom_type == "MultiPolygon":  # the largest part, should the union not be connected
         merged = max(merged.geoms, key=lambda g: g.area)
     rings = [np.asarray(r.coords) for r in (merged.exterior, *merged.interiors)]
-    return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
+    return _polygon(*drop_collinear(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
 
 
 def union_fragments(fragments: list[tuple[np.ndarray, np.ndarray]]):
@@ -330,7 +296,7 @@ def union_fragments(fragments: list[tuple[np.ndarray, np.ndarray]]):
     if merged.geom_type == "MultiPolygon":
         merged = max(merged.geoms, key=lambda g: g.area)
     rings = [np.asarray(r.coords) for r in (merged.exterior, *merged.interiors)]
-    return _polygon(*_drop_collinear_rings(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
+    return _polygon(*drop_collinear(*_open_rings(np.concatenate(rings), np.array([len(r) for r in rings]))))
 
 
 @dataclass
@@ -418,11 +384,7 @@ class StripVectorizer:
         self._next_id += max(n - 1, 0)
         if n > 1 and not traceable(labels):  # a very wide strip: GDAL's polygonize, every field a fragment
             for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(0, row0)):
-                rings = geom["coordinates"]
-                self._add_fragment(offset, int(value),
-                                   np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32),
-                                   np.array([len(r) for r in rings], dtype=np.int32), sums, counts, edge_sums,
-                                   edge_counts)
+                self._add_fragment(offset, int(value), *_rings_of(geom), sums, counts, edge_sums, edge_counts)
         elif n > 1:
             traced = trace_labels(labels, counts)
             # fields complete in this strip: polygons in one GEOS call
@@ -451,11 +413,7 @@ class StripVectorizer:
                 piece = (labels[y0:y1, x0:x1] == label).astype(np.uint8)
                 for geom, _ in shapes(piece, mask=piece.astype(bool), connectivity=4,
                                       transform=Affine.translation(x0, y0 + row0)):
-                    rings = geom["coordinates"]
-                    self._add_fragment(offset, label,
-                                       np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32),
-                                       np.array([len(r) for r in rings], dtype=np.int32), sums, counts, edge_sums,
-                                       edge_counts)
+                    self._add_fragment(offset, label, *_rings_of(geom), sums, counts, edge_sums, edge_counts)
         if self._last_row is not None and n > 1:
             above, below = self._last_row, labels[0]
             touching = (above > 0) & (below > 0)
@@ -533,7 +491,7 @@ class StripVectorizer:
                 if rings is None:
                     out[i].polygon = _merge_geos(frags, seams)
             if done:
-                points, sizes = _drop_collinear_rings(np.concatenate([p for _, (p, _) in done]),
+                points, sizes = drop_collinear(np.concatenate([p for _, (p, _) in done]),
                                                       np.concatenate([z for _, (_, z) in done]))
                 made = _polygons_from(points.astype(np.float64), sizes, np.array([len(z) for _, (_, z) in done]))
                 for (i, _), poly in zip(done, made.tolist(), strict=True):
@@ -566,6 +524,14 @@ def _complete_fields(points: np.ndarray, sizes: np.ndarray, rings_per_field: np.
     return [Field(poly, s, c, e, ec) for poly, s, c, e, ec in zip(
         made.tolist(), sums[labels].tolist(), counts[labels].tolist(), edge_sums[labels].tolist(),
         edge_counts[labels].astype(np.int64).tolist(), strict=True)]
+
+
+def _rings_of(geom: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A GeoJSON polygon from GDAL's polygonize (integer pixel corners) -> (points int32 (n, 2) of its closed rings,
+    shell first, concatenated; vertices per ring int32)."""
+    rings = geom["coordinates"]
+    return (np.array([xy for r in rings for xy in r], dtype=np.float64).astype(np.int32),
+            np.array([len(r) for r in rings], dtype=np.int32))
 
 
 def _close_rings(points: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

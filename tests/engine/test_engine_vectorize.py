@@ -288,7 +288,7 @@ def test_fields_whose_boxes_share_their_top_left_corner_come_in_one_order(tmp_pa
         spool = FieldSpool(tmp_path)
         for k, poly in enumerate(fields):
             spool.add(poly, poly.area, poly.length, 0.5 + k, *order_key(poly)[:2], None, order_key(poly)[2])
-        orders.append([g.wkb for g, *_ in spool.records()])
+        orders.append([wkb for wkbs, _ in spool.chunks() for wkb in wkbs])
         spool.close()
     assert orders[0] == orders[1] == [square.wkb, ell.wkb]
 
