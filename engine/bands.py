@@ -50,6 +50,7 @@ import numpy as np
 from .areas import area_model
 from .context import Callbacks, RunContext, Tiling, prepare
 from .errors import ClusterError, InputError
+from .fields import spool_columns
 from .mask_stream import MaskStream
 from .masks import NODATA as MASK_NODATA
 from .masks import encode
@@ -68,9 +69,7 @@ from .vectorize import (
     _UnionFind,
     filter_field,
     merge_fragments,
-    order_key,
     simplify_fields,
-    to_map,
     union_fragments,
 )
 from .workers import distributed_module, local_threads, worker_model
@@ -202,7 +201,7 @@ class BandResult:
     cropland_pixels: int = 0
     valid_area: float = 0.0
     cropland_area: float = 0.0
-    # (wkb map geometry, area_m2, perimeter_m, mean_prob, row, col, mean_boundary or None, tie)
+    # FieldSpool.add_many's arguments (engine.fields.spool_columns) for the fields wholly inside the band
     records: list = field(default_factory=list)
     held: list = field(default_factory=list)  # when simplifying: (wkb pixel polygon, prob_sum, pixels, edge_sum, n)
     changes: list = field(default_factory=list)  # (wkb pixel polygon, 0 = dropped | 1 = filled)
@@ -416,6 +415,7 @@ class BandSink:
         r.traced = len(closed)
         hole_has_nodata = _HoleChecker(r.parts["mask"], b.row0) if self.s.filtered else None
         with self.timer("vectorize"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
+            kept_fields = []
             for f in closed:
                 kept, change = filter_field(f, self.ctx.area, opts.min_area_m2, opts.max_hole_m2, hole_has_nodata)
                 r.changes.extend((shapely.to_wkb(g), v) for g, v in change)
@@ -425,8 +425,9 @@ class BandSink:
                     r.held.append((shapely.to_wkb(kept.polygon), kept.prob_sum, kept.pixels, kept.edge_sum,
                                    kept.edge_pixels))
                 else:
-                    geom, *rest = _spool_args(kept, kept.polygon, self.ctx.area, self.source.transform)
-                    r.records.append((shapely.to_wkb(geom), *rest))
+                    kept_fields.append(kept)
+            if kept_fields:
+                r.records.append(spool_columns(kept_fields, self.ctx.area, self.source.transform))
             for f in open_:
                 rings = [f.polygon.exterior, *f.polygon.interiors]
                 points = np.concatenate([np.asarray(x.coords) for x in rings]).astype(np.int32)
@@ -679,6 +680,7 @@ def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], setti
     split = settings.split is not None
     groups = _open_groups(results)
     with ctx.timer("stitch"), contextlib.closing(hole_has_nodata or _HoleChecker(None, 0)):
+        kept_fields = []
         for group in groups:
             poly = _merge_group(group, seams, split)
             edge = None if group[0][5] is None else sum(g[5] for g in group)
@@ -687,15 +689,13 @@ def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], setti
             ctx.changes.extend(change)
             if kept is None:
                 continue
-            if opts.simplify_m > 0:
-                held.append(kept)
-            else:
-                ctx.spool.add(*_spool_args(kept, kept.polygon, area, source.transform))
+            (held if opts.simplify_m > 0 else kept_fields).append(kept)
+        if kept_fields:
+            ctx.spool.add_many(*spool_columns(kept_fields, area, source.transform))
         if held:
             tolerance_px = opts.simplify_m / (area.pixel_size_m or 1.0)
             polys = simplify_fields([f.polygon for f in held], tolerance_px, source.width, source.height)
-            for f, poly in zip(held, polys, strict=True):
-                ctx.spool.add(*_spool_args(f, poly, area, source.transform))
+            ctx.spool.add_many(*spool_columns(held, area, source.transform, polys))
     if split:  # what engine.stages.split_summary reports for a single run
         traced, regions = sum(r.traced for r in results) + len(groups), _regions(results)
         ctx.split_info.update(cut_pixels=sum(r.cut_pixels for r in results), regions=regions, fields_traced=traced,
@@ -713,14 +713,6 @@ def _finish(ctx: RunContext, bands: list[Band], results: list[BandResult], setti
                     mask.append(r.parts["mask"], b.row0)
             finally:
                 mask.close()
-
-
-def _spool_args(f: Field, poly_px, area, transform) -> tuple:
-    """The arguments of :meth:`engine.spool.FieldSpool.add` for field ``f`` with outline ``poly_px`` (pixels)."""
-    geom = to_map(poly_px, transform)
-    a, p = area.polygon_area_perimeter(geom)
-    y0, x0, tie = order_key(f.polygon)
-    return geom, a, p, f.mean_probability, y0, x0, f.mean_boundary, tie
 
 
 def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPaths | None = None,
@@ -749,7 +741,6 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
     """
     import tempfile
 
-    import shapely
     from tqdm import tqdm
 
     from .aoi import restrict
@@ -814,8 +805,8 @@ def extract_bands(client, input_path: str | Path, model=None, outputs: OutputPat
                         except distributed.KilledWorker as exc:
                             raise ClusterError(f"{input_path.name}: the worker running band {k} (rows "
                                                f"{bands[k].row0}-{bands[k].row1}) died too often ({exc}).") from None
-                        for rec in r.records:
-                            ctx.spool.add(shapely.from_wkb(rec[0]), *rec[1:])
+                        for columns in r.records:
+                            ctx.spool.add_many(*columns)
                         r.records = []
                         device = r.device or device
                         for name, seconds in r.seconds.items():

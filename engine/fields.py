@@ -78,14 +78,19 @@ class FieldBuilder:
             self._spool(kept_fields)
 
     def _spool(self, fields: list[Field], polys_px: list | None = None) -> None:
-        """Fields -> the spool, in map coordinates with their areas and perimeters (a few GEOS calls for all of
-        them); ``polys_px``: their simplified pixel-space polygons to store instead of their own (the order keys
-        come from their own)."""
-        import shapely
+        self.spool.add_many(*spool_columns(fields, self.area, self.transform, polys_px))
 
-        own = np.array([f.polygon for f in fields], dtype=object)
-        geoms = to_map(own if polys_px is None else np.array(polys_px, dtype=object), self.transform)
-        areas, perimeters = self.area.areas_perimeters(geoms)
-        edges = None if fields[0].edge_sum is None else [f.mean_boundary for f in fields]
-        self.spool.add_many(shapely.to_wkb(geoms), areas, perimeters, [f.mean_probability for f in fields],
-                            order_keys(own), edges)
+
+def spool_columns(fields: list[Field], area: AreaModel, transform, polys_px: list | None = None) -> tuple:
+    """Pixel-space fields -> the arguments of :meth:`engine.spool.FieldSpool.add_many`: WKB in map coordinates,
+    areas (m²), perimeters (m), mean probabilities, order keys and mean boundary probabilities (or None), in a
+    few GEOS calls for all of them. ``polys_px``: their simplified polygons to store instead of their own (the
+    order keys come from their own)."""
+    import shapely
+
+    own = np.array([f.polygon for f in fields], dtype=object)
+    geoms = to_map(own if polys_px is None else np.array(polys_px, dtype=object), transform)
+    areas, perimeters = area.areas_perimeters(geoms)
+    edges = None if fields[0].edge_sum is None else [f.mean_boundary for f in fields]
+    return (shapely.to_wkb(geoms), areas, perimeters, [f.mean_probability for f in fields], order_keys(own),
+            edges)
