@@ -32,26 +32,13 @@ class FieldSpool:
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def add(self, geometry, area_m2: float | None, perimeter_m: float | None, mean_probability: float,
-            row: float, col: float, mean_boundary: float | None = None, tie: float = 0.0) -> None:
-        """Store one field: shapely ``geometry`` (map coordinates), its area (m²) and perimeter (m) or None, its
-        mean probability (0..1); ``row``/``col`` (pixels) order the output (top, then left edge of its box), and
-        ``tie`` fields whose boxes share that corner (the left edge of the field's first pixel on its top row,
-        which no two fields share: :func:`engine.vectorize.order_key`), so that the order does not depend on
-        the order fields were added in; ``mean_boundary``: mean boundary probability of its outline (0..1) or
-        None."""
-        import shapely
-
-        nan = float("nan")
-        self.add_many([shapely.to_wkb(geometry)], [nan if area_m2 is None else area_m2],
-                      [nan if perimeter_m is None else perimeter_m], [mean_probability], [(row, col, tie)],
-                      [nan if mean_boundary is None else mean_boundary])
-
     def add_many(self, wkbs, areas_m2: np.ndarray, perimeters_m: np.ndarray, mean_probabilities: np.ndarray,
                  keys: np.ndarray, mean_boundaries: np.ndarray | None = None) -> None:
         """Store many fields: their WKB geometries (map coordinates), float64 (n,) areas (m²), perimeters (m),
         mean probabilities and, or None, mean boundary probabilities (NaN = unknown), and float64 (n, 3) order
-        keys (row, col, tie as :meth:`add` takes them, e.g. :func:`engine.vectorize.order_keys`)."""
+        keys (:func:`engine.vectorize.order_keys`: top row, left edge of the box, and the left edge of the first
+        pixel on the top row, which no two fields share, so that the order does not depend on the order fields
+        were added in)."""
         n = len(wkbs)
         edges = np.full(n, np.nan) if mean_boundaries is None else np.asarray(mean_boundaries, np.float64)
         heads = np.column_stack((np.asarray(areas_m2, np.float64), np.asarray(perimeters_m, np.float64),

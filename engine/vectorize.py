@@ -583,17 +583,11 @@ def _link_components(binary: np.ndarray, right: np.ndarray, down: np.ndarray) ->
     return n, labels
 
 
-def order_key(poly_px) -> tuple[float, float, float]:
-    """Where a pixel-space field comes in the output's top-to-bottom, left-to-right order: (top row, left edge of
-    its box, left edge of its first pixel on the top row). The last tells apart fields whose boxes share their
-    top-left corner (an L-shaped field around another), which no two fields' first pixels can do."""
-    coords = np.asarray(poly_px.exterior.coords)
-    x0, y0 = coords.min(axis=0)
-    return float(y0), float(x0), float(coords[coords[:, 1] == y0, 0].min())
-
-
 def order_keys(polys_px: np.ndarray) -> np.ndarray:
-    """:func:`order_key` of many pixel-space polygons at once: object array (n,) -> float64 (n, 3)."""
+    """Where pixel-space fields come in the output's top-to-bottom, left-to-right order: object array (n,) of
+    polygons -> float64 (n, 3): top row, left edge of the box, left edge of the first pixel on the top row. The
+    last tells apart fields whose boxes share their top-left corner (an L-shaped field around another), which no
+    two fields' first pixels can do."""
     import shapely
 
     coords, which = shapely.get_coordinates(shapely.get_exterior_ring(polys_px), return_index=True)

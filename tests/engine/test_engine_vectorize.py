@@ -278,16 +278,17 @@ def test_fields_whose_boxes_share_their_top_left_corner_come_in_one_order(tmp_pa
     """An L-shaped field around a square one: both boxes start at (0, 0); the output order must not depend on
     the order they were traced in (a run in row bands finishes fields in another order than a single run)."""
     from engine.spool import FieldSpool
-    from engine.vectorize import order_key
+    from engine.vectorize import order_keys
 
     square = shapely.box(0, 0, 2, 1)  # row 0, columns 0-1
     ell = shapely.Polygon([(2, 0), (5, 0), (5, 2), (1, 2), (1, 4), (0, 4), (0, 1), (2, 1)])  # around it
-    assert order_key(square)[:2] == order_key(ell)[:2] == (0.0, 0.0)
+    assert order_keys(np.array([square, ell], dtype=object))[:, :2].tolist() == [[0.0, 0.0], [0.0, 0.0]]
     orders = []
     for fields in ([square, ell], [ell, square]):
         spool = FieldSpool(tmp_path)
         for k, poly in enumerate(fields):
-            spool.add(poly, poly.area, poly.length, 0.5 + k, *order_key(poly)[:2], None, order_key(poly)[2])
+            keys = order_keys(np.array([poly], dtype=object))  # one at a time, in the order given
+            spool.add_many([poly.wkb], [poly.area], [poly.length], [0.5 + k], keys)
         orders.append([wkb for wkbs, _ in spool.chunks() for wkb in wkbs])
         spool.close()
     assert orders[0] == orders[1] == [square.wkb, ell.wkb]
