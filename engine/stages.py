@@ -482,7 +482,7 @@ class WriteFields:
                 ids = np.arange(first, first + len(wkbs), dtype=np.int64)
                 first += len(wkbs)
                 if writer is not None:
-                    writer.write_chunk(ids, wkbs, attributes)
+                    writer.write(ids, wkbs, attributes)
                 if self.keep:
                     ctx.records.extend(FieldRecord.of(k, geom, *row) for k, geom, row in zip(
                         ids.tolist(), shapely.from_wkb(wkbs).tolist(), attributes.tolist(), strict=True))

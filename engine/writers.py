@@ -59,71 +59,41 @@ class RowWriter:
 
 
 class FieldWriter:
-    """Writes field records (:class:`engine.result.FieldRecord`) as polygons with attributes, in chunks, so that
-    no more than ``chunk_vertices`` vertices are held for writing at a time.
+    """Writes fields as polygons with attributes, a chunk at a time (:meth:`write`, one append each).
 
     Attributes: id (int), area_m2, area_ha, perimeter_m (``perim_m`` in Shapefiles, whose names are limited to 10
     characters), mean_prob (float; areas NULL when unknown) and, with ``boundary``, edge_conf (mean boundary
     probability along the outline). The driver follows the extension (GeoPackage,
     GeoJSON, Shapefile, FlatGeobuf); the layer is named after the file. GDAL's GeoJSON driver reorders features
-    when appending, so GeoJSON is written in one piece, holding every record until :meth:`close`.
+    when appending, so GeoJSON is written in one piece, holding every chunk until :meth:`close`.
     """
 
-    def __init__(self, path: Path, crs, chunk_vertices: int = 1_000_000, boundary: bool = False):
+    def __init__(self, path: Path, crs, boundary: bool = False):
         self.path = Path(path)
         self.crs = crs
         self.boundary = boundary  # write edge_conf (the mean boundary probability of the outline)
         self.driver = vector_driver(self.path)
-        self.chunk_vertices = chunk_vertices if self.driver != "GeoJSON" else float("inf")
-        self._chunk: list = []
-        self._vertices = 0
+        self._held: list = []  # GeoJSON's chunks until close
         self._written = 0
 
-    def add(self, record) -> None:
-        """Queue one record; a full chunk is written at once."""
-        import shapely
-
-        self._chunk.append(record)
-        self._vertices += int(shapely.get_num_coordinates(record.geometry))
-        if self._vertices >= self.chunk_vertices:
-            self._flush()
+    def write(self, ids: np.ndarray, wkbs, attributes: np.ndarray) -> None:
+        """Write one chunk of fields: int64 (n,) ids, their WKB polygons (map coordinates) and float64 (n, 4)
+        area_m2, perimeter_m, mean_probability, mean_boundary (NaN = unknown: NULL)."""
+        if not len(ids):
+            return
+        chunk = (np.asarray(ids, np.int64), np.array(wkbs, dtype=object), np.asarray(attributes, np.float64))
+        if self.driver == "GeoJSON":
+            self._held.append(chunk)
+        else:
+            self._write(*chunk)
 
     def close(self) -> None:
-        """Write what is queued (an empty layer when there was no record at all)."""
-        if self._chunk or not self._written:
-            self._flush()
-
-    def write_chunk(self, ids: np.ndarray, wkbs, attributes: np.ndarray) -> None:
-        """Write many records at once, straight from WKB (what is queued by :meth:`add` goes first): int64 (n,)
-        ids, their WKB polygons and float64 (n, 4) area_m2, perimeter_m, mean_probability, mean_boundary (NaN
-        = unknown/NULL). GeoJSON is held until :meth:`close` like :meth:`add`'s records."""
-        if self.driver == "GeoJSON":
-            import shapely
-
-            from .result import FieldRecord
-
-            rows = zip(np.asarray(ids).tolist(), shapely.from_wkb(wkbs).tolist(), np.asarray(attributes).tolist(),
-                       strict=True)
-            self._chunk.extend(FieldRecord.of(k, geom, *row) for k, geom, row in rows)
-            return
-        if self._chunk:
-            self._flush()
-        self._write(np.asarray(ids, np.int64), np.array(wkbs, dtype=object), np.asarray(attributes, np.float64))
-
-    def _flush(self) -> None:
-        import shapely
-
-        records = self._chunk
-
-        def column(values):
-            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-        attributes = np.column_stack([
-            column(r.area_m2 for r in records), column(r.perimeter_m for r in records),
-            column(r.mean_probability for r in records), column(r.mean_boundary for r in records)]).reshape(-1, 4)
-        geometry = shapely.to_wkb([r.geometry for r in records]) if records else np.array([], dtype=object)
-        self._write(np.array([r.id for r in records], dtype=np.int64), geometry, attributes)
-        self._chunk, self._vertices = [], 0
+        """Write what is held (an empty layer when there was no field at all)."""
+        if self._held:
+            self._write(*(np.concatenate(parts) for parts in zip(*self._held, strict=True)))
+            self._held = []
+        elif not self._written:
+            self._write(np.zeros(0, np.int64), np.array([], dtype=object), np.zeros((0, 4)))
 
     def _write(self, ids: np.ndarray, geometry: np.ndarray, attributes: np.ndarray) -> None:
         import pyogrio.raw

@@ -77,17 +77,18 @@ def test_vector_formats_by_extension(scene, green_model, tmp_path, suffix, perim
 
 @pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".shp", ".fgb"])
 def test_fields_are_written_in_chunks_in_order(tmp_path, suffix):
-    """Records written a few vertices at a time (several appends; GeoJSON in one piece) come back complete,
-    in id order (FlatGeobuf orders them along its spatial index)."""
+    """Fields written a few at a time (several appends; GeoJSON in one piece) come back complete, in id order
+    (FlatGeobuf orders them along its spatial index)."""
     import shapely
 
-    from engine.result import FieldRecord
     from engine.writers import FieldWriter
 
     boxes = [shapely.box(500000 + 10 * k, 6000000, 500008 + 10 * k, 6000008) for k in range(30)]
-    writer = FieldWriter(tmp_path / f"chunked{suffix}", UTM, chunk_vertices=12)  # 5 vertices a box: 3 per chunk
-    for k, g in enumerate(boxes, start=1):
-        writer.add(FieldRecord(k, g, g.area, g.length, 0.5))
+    writer = FieldWriter(tmp_path / f"chunked{suffix}", UTM)
+    for k0 in range(0, 30, 3):  # 3 fields a chunk
+        chunk = boxes[k0:k0 + 3]
+        writer.write(np.arange(k0 + 1, k0 + 4), shapely.to_wkb(chunk),
+                     np.array([[g.area, g.length, 0.5, np.nan] for g in chunk]))
     writer.close()
     meta, _, geometry, data = pyogrio.raw.read(tmp_path / f"chunked{suffix}")
     names = list(meta["fields"])
